@@ -1,0 +1,262 @@
+#!/usr/bin/env python
+"""Run the apes.infra test suite and print one table of results.
+
+Static checks (yamllint, ansible-lint, ruff, changelog lint, ansible-test sanity, unit tests,
+collection build) run one after another in one lane; Molecule scenarios run in the other lanes,
+APES_JOBS lanes in all (default 3: the scenarios mostly wait on apt and services, not on CPU).
+Scenarios start longest first, ordered by the durations of the previous run.
+
+Called by scripts/test after the bootstrap, inside the virtual environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(os.environ["APES_ROOT"])
+CACHE = Path(os.environ["APES_CACHE"])
+RUN_ID = time.strftime("%Y%m%d-%H%M%S")
+LOGS = CACHE / "logs" / RUN_ID
+DURATIONS = CACHE / "durations.json"
+PIP_FOR_ANSIBLE_TEST = "24.2"
+
+_print_lock = threading.Lock()
+
+
+def say(msg: str) -> None:
+    with _print_lock:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run(name: str, cmd: list[str], cwd: Path = ROOT, env: dict | None = None) -> bool:
+    log = LOGS / f"{name}.log"
+    with log.open("ab") as fh:
+        fh.write(f"$ {' '.join(cmd)}  (cwd {cwd})\n".encode())
+        fh.flush()
+        proc = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False)
+    return proc.returncode == 0
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return [f for f in out.split("\0") if f and (ROOT / f).exists() and not (ROOT / f).is_symlink()]
+
+
+def ensure_get_pip_standin() -> None:
+    """ansible-test bootstraps pip from a CI file server; offline, give it a stand-in.
+
+    Only when the real script cannot be downloaded, so that online machines use the real one.
+    """
+    cache = Path.home() / ".ansible/test/cache"
+    target = cache / f"get_pip_{PIP_FOR_ANSIBLE_TEST.replace('.', '_')}.py"
+    if target.exists():
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    url = f"https://ci-files.testing.ansible.com/ansible-test/get-pip-{PIP_FOR_ANSIBLE_TEST}.py"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - fixed https URL
+            target.write_bytes(resp.read())
+        return
+    except OSError:
+        pass
+    wheel = f"pip-{PIP_FOR_ANSIBLE_TEST}-py3-none-any.whl"
+    if not (cache / wheel).exists():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "-d",
+                str(cache),
+                f"pip=={PIP_FOR_ANSIBLE_TEST}",
+            ],
+            check=True,
+        )
+    target.write_text(
+        "# Stand-in for get-pip.py, written by apes.infra's scripts/run_suite.py because\n"
+        f"# {url} was unreachable. Installs pip from the wheel beside this file.\n"
+        "import os, sys\n"
+        f"sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), {wheel!r}))\n"
+        "from pip._internal.cli.main import main\n"
+        "args = [a for a in sys.argv[1:] if a not in ('--no-setuptools', '--no-wheel')]\n"
+        "sys.exit(main(['install', '--upgrade', '--force-reinstall', *args]))\n"
+    )
+
+
+def collection_copy(dest_root: Path) -> Path:
+    """Copy the checkout's files to <dest_root>/ansible_collections/apes/infra."""
+    dest = dest_root / "ansible_collections" / "apes" / "infra"
+    if dest.exists():
+        shutil.rmtree(dest)
+    for rel in tracked_files():
+        src = ROOT / rel
+        dst = dest / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+    # ansible-test wants a git work tree to list files, or none at all; give it its own.
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
+    return dest
+
+
+# --- steps -----------------------------------------------------------------------------------
+
+
+def step_yamllint() -> bool:
+    return run("yamllint", ["yamllint", "--strict", "."])
+
+
+def step_ansible_lint() -> bool:
+    return run("ansible-lint", ["ansible-lint", "--offline", "--strict"])
+
+
+def step_ruff() -> bool:
+    ok = run("ruff", ["ruff", "check", "."])
+    return run("ruff", ["ruff", "format", "--check", "."]) and ok
+
+
+def step_changelog() -> bool:
+    return run("changelog", ["antsibull-changelog", "lint"])
+
+
+def step_sanity() -> bool:
+    ensure_get_pip_standin()
+    dest = collection_copy(CACHE / "sanity-tree")
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return run("sanity", ["ansible-test", "sanity", "--venv", "--python", py, "--color", "no"], cwd=dest)
+
+
+def step_units() -> bool:
+    return run("units", ["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit"])
+
+
+def step_build() -> bool:
+    """The Galaxy artifact builds, and holds no tests, molecule scenarios or benchmarks."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if not run("build", ["ansible-galaxy", "collection", "build", "--output-path", tmp, "--force"]):
+            return False
+        artifacts = list(Path(tmp).glob("apes-infra-*.tar.gz"))
+        if len(artifacts) != 1:
+            return False
+        listing = subprocess.run(["tar", "-tzf", str(artifacts[0])], capture_output=True, text=True, check=True).stdout
+        bad = [
+            line
+            for line in listing.splitlines()
+            if line.split("/")[0] in {"tests", "molecule", "benchmarks", ".config", ".ci", "scripts", ".collections"}
+        ]
+        with (LOGS / "build.log").open("a") as fh:
+            fh.write(listing)
+            fh.write(f"\nforbidden entries: {bad}\n")
+        return not bad
+
+
+STATIC_STEPS = [
+    ("yamllint", step_yamllint),
+    ("ansible-lint", step_ansible_lint),
+    ("ruff", step_ruff),
+    ("changelog", step_changelog),
+    ("units", step_units),
+    ("build", step_build),
+    ("sanity", step_sanity),
+]
+
+
+def scenarios() -> list[str]:
+    return sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
+
+
+def step_scenario(name: str) -> bool:
+    return run(f"molecule-{name}", ["molecule", "test", "-s", name])
+
+
+# --- driver ----------------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    wanted = set(argv)
+    all_scenarios = scenarios()
+    unknown = wanted - {n for n, _fn in STATIC_STEPS} - set(all_scenarios)
+    if unknown:
+        print(
+            f"unknown steps or scenarios: {sorted(unknown)}; known: {[n for n, _fn in STATIC_STEPS] + all_scenarios}",
+            file=sys.stderr,
+        )
+        return 2
+    static = [(n, f) for n, f in STATIC_STEPS if not wanted or n in wanted]
+    todo = [s for s in all_scenarios if not wanted or s in wanted]
+
+    previous = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    todo.sort(key=lambda s: -previous.get(f"molecule {s}", 300))
+    results: dict[str, tuple[bool, float]] = {}
+
+    def timed(label: str, fn, *args) -> bool:
+        say(f"start {label}")
+        t0 = time.monotonic()
+        try:
+            ok = fn(*args)
+        except Exception as exc:  # noqa: BLE001 - a crashed step is a failed step, with its reason
+            with (LOGS / f"{label.replace(' ', '-')}.log").open("a") as fh:
+                fh.write(f"\nstep crashed: {exc!r}\n")
+            ok = False
+        results[label] = (ok, time.monotonic() - t0)
+        say(f"{'PASS' if ok else 'FAIL'} {label} ({results[label][1]:.0f} s)")
+        return ok
+
+    def static_lane() -> None:
+        for n, f in static:
+            timed(n, f)
+
+    jobs = max(1, int(os.environ.get("APES_JOBS", "3")))
+    t_start = time.monotonic()
+    say(f"logs: {LOGS}")
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = []
+        if static:
+            futures.append(pool.submit(static_lane))
+        futures.extend(pool.submit(timed, f"molecule {s}", step_scenario, s) for s in todo)
+        for fut in futures:
+            fut.result()
+    total = time.monotonic() - t_start
+
+    order = [n for n, _fn in static] + [f"molecule {s}" for s in todo]
+    width = max([len(n) for n in order] + [len("total (wall clock)")])
+    print()
+    print(f"{'step':<{width}}  result  seconds")
+    print(f"{'-' * width}  ------  -------")
+    for n in order:
+        ok, secs = results[n]
+        print(f"{n:<{width}}  {'pass' if ok else 'FAIL':<6}  {secs:7.0f}")
+    print(f"{'total (wall clock)':<{width}}  {'':<6}  {total:7.0f}")
+    failed = [n for n in order if not results[n][0]]
+    for n in failed:
+        log = LOGS / f"{n.replace(' ', '-')}.log"
+        print(f"\n--- last lines of {log} ---")
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        print("\n".join(lines[-60:]))
+    previous.update({n: results[n][1] for n in order if results[n][0]})
+    DURATIONS.write_text(json.dumps(previous, indent=1))
+    print(f"\nlogs: {LOGS}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
