@@ -11,6 +11,7 @@ Called by scripts/test after the bootstrap, inside the virtual environment.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(os.environ["APES_ROOT"])
 CACHE = Path(os.environ["APES_CACHE"])
-RUN_ID = time.strftime("%Y%m%d-%H%M%S")
+RUN_ID = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
 LOGS = CACHE / "logs" / RUN_ID
 DURATIONS = CACHE / "durations.json"
 PIP_FOR_ANSIBLE_TEST = "24.2"
@@ -138,10 +139,13 @@ def step_changelog() -> bool:
 
 
 def step_sanity() -> bool:
-    ensure_get_pip_standin()
-    dest = collection_copy(CACHE / "sanity-tree")
-    py = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return run("sanity", ["ansible-test", "sanity", "--venv", "--python", py, "--color", "no"], cwd=dest)
+    # One sanity run at a time per machine: the copy and ansible-test's caches are shared.
+    with (CACHE / "sanity.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ensure_get_pip_standin()
+        dest = collection_copy(CACHE / "sanity-tree")
+        py = f"{sys.version_info.major}.{sys.version_info.minor}"
+        return run("sanity", ["ansible-test", "sanity", "--venv", "--python", py, "--color", "no"], cwd=dest)
 
 
 def step_units() -> bool:
@@ -253,7 +257,9 @@ def main(argv: list[str]) -> int:
         lines = log.read_text(errors="replace").splitlines() if log.exists() else []
         print("\n".join(lines[-60:]))
     previous.update({n: results[n][1] for n in order if results[n][0]})
-    DURATIONS.write_text(json.dumps(previous, indent=1))
+    tmp = DURATIONS.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(previous, indent=1))
+    tmp.replace(DURATIONS)
     print(f"\nlogs: {LOGS}")
     return 1 if failed else 0
 
