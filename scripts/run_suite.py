@@ -165,6 +165,7 @@ def step_build() -> bool:
             line
             for line in listing.splitlines()
             if line.split("/")[0] in {"tests", "molecule", "benchmarks", ".config", ".ci", "scripts", ".collections"}
+            or "/.secrets" in line
         ]
         with (LOGS / "build.log").open("a") as fh:
             fh.write(listing)
