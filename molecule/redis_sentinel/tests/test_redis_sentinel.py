@@ -1,0 +1,171 @@
+"""Replication and Sentinel: failover, writes through Sentinel, and a re-run that flips nothing back."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import time
+from pathlib import Path
+
+import pytest
+import testinfra
+
+SCENARIO = Path(__file__).resolve().parent.parent
+HOSTS = ["apes-redis-sentinel-1", "apes-redis-sentinel-2", "apes-redis-sentinel-3"]
+ADMIN = ("admin", "molecule-admin-secret-1")
+APP = ("app", "molecule-app-secret-1")
+SENTINEL_LOGIN = ("", "molecule-sentinel-secret-1")  # Sentinel has a password, no user name
+MASTER_NAME = "apes"
+DOWN_AFTER_MS = 3000  # converge.yml
+FAILOVER_TIMEOUT_MS = 20000
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    return {name: testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}") for name in HOSTS}
+
+
+def cli(host, user, *args: str, port: int = 6379) -> str:
+    """redis-cli as an ACL user (user[0] empty: password only), password in REDISCLI_AUTH."""
+    words = " ".join(shlex.quote(a) for a in args)
+    login = f"--user {user[0]} " if user[0] else ""
+    result = host.run(f"REDISCLI_AUTH={shlex.quote(user[1])} redis-cli {login}-h 127.0.0.1 -p {port} {words}")
+    return (result.stdout + result.stderr).strip()
+
+
+def sentinel(host, *args: str) -> str:
+    return cli(host, SENTINEL_LOGIN, *args, port=26379)
+
+
+def address(host) -> str:
+    return host.check_output("ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1")
+
+
+def sentinel_master(host) -> str:
+    return ":".join(sentinel(host, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME).split())
+
+
+def role(host) -> list[str]:
+    return cli(host, ADMIN, "ROLE").splitlines()
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def write_through_sentinel(host, addresses: dict[str, str], key: str, value: str) -> str:
+    """Write with redis-py's Sentinel client (python3-redis, installed by the role): it asks the
+    Sentinels for the master and writes there. Prints the address it wrote to."""
+    script = f"""
+from redis.sentinel import Sentinel
+s = Sentinel([(a, 26379) for a in {list(addresses.values())!r}],
+             sentinel_kwargs={{"password": {SENTINEL_LOGIN[1]!r}}}, socket_timeout=2)
+m = s.master_for({MASTER_NAME!r}, username={APP[0]!r}, password={APP[1]!r}, socket_timeout=2)
+m.set({key!r}, {value!r})
+host, port = s.discover_master({MASTER_NAME!r})
+print(f"{{host}}:{{port}}")
+"""
+    return host.check_output(f"python3 -c {shlex.quote(script)}")
+
+
+@pytest.fixture(scope="module")
+def address_cache(hosts) -> dict[str, str]:
+    return {name: address(h) for name, h in hosts.items()}
+
+
+def test_topology_after_converge(hosts, address_cache):
+    master = f"{address_cache[HOSTS[0]]}:6379"
+    # The first host of the group redis is the first master; the others replicate from it.
+    for name, h in hosts.items():
+        wait_for(lambda h=h: sentinel_master(h) == master, 30, f"{name}'s Sentinel to report {master}")
+    assert role(hosts[HOSTS[0]])[0] == "master"
+    for name in HOSTS[1:]:
+        wait_for(
+            lambda name=name: role(hosts[name])[:4] == ["slave", address_cache[HOSTS[0]], "6379", "connected"],
+            30,
+            f"{name} to replicate from the master",
+        )
+    # Each Sentinel sees the two replicas and the two other Sentinels; quorum two.
+    for name, h in hosts.items():
+
+        def complete(h=h):
+            info = dict(zip(*[iter(sentinel(h, "SENTINEL", "MASTER", MASTER_NAME).splitlines())] * 2, strict=False))
+            return info.get("num-slaves") == "2" and info.get("num-other-sentinels") == "2" and info
+
+        info = wait_for(complete, 30, f"{name}'s Sentinel to know everyone")
+        assert info["quorum"] == "2"
+        assert info["down-after-milliseconds"] == str(DOWN_AFTER_MS)
+
+
+def test_files_and_access(hosts):
+    for h in hosts.values():
+        conf = h.file("/etc/redis/sentinel.conf")
+        assert (conf.user, conf.group, conf.mode) == ("redis", "redis", 0o640)
+        assert re.search(r"^# apes.infra.redis sentinel base [0-9a-f]{64}$", conf.content_string, re.M)
+        # Sentinel manages the topology: no replicaof in the role's file.
+        assert "\nreplicaof " not in h.file("/etc/redis/redis.conf").content_string
+        # Sentinel itself wants a password; a replica refuses writes.
+        assert "NOAUTH" in h.run("redis-cli -p 26379 SENTINEL MASTERS").stdout
+    for name in HOSTS[1:]:
+        assert "READONLY" in cli(hosts[name], APP, "SET", "app:x", "1")
+
+
+def test_failover_writes_through_sentinel_and_rerun_changes_nothing(hosts, address_cache, run_playbook):
+    old_master_name = HOSTS[0]
+    old_master = hosts[old_master_name]
+    old_address = f"{address_cache[old_master_name]}:6379"
+    assert sentinel_master(hosts[HOSTS[1]]) == old_address
+    assert write_through_sentinel(hosts[HOSTS[1]], address_cache, "app:before", "1") == old_address
+
+    # Stop the master: a replica must be promoted within down-after + failover-timeout.
+    started = time.monotonic()
+    old_master.run_expect([0], "systemctl stop redis-server")
+    try:
+        new_address = wait_for(
+            lambda: (a := sentinel_master(hosts[HOSTS[1]])) != old_address and a,
+            (DOWN_AFTER_MS + FAILOVER_TIMEOUT_MS) / 1000,
+            "a replica to be promoted",
+        )
+        elapsed = time.monotonic() - started
+        print(f"failover: {old_address} -> {new_address} in {elapsed:.1f} s")
+        new_master_name = next(n for n in HOSTS if f"{address_cache[n]}:6379" == new_address)
+        new_master = hosts[new_master_name]
+        wait_for(lambda: role(new_master)[0] == "master", 10, "the new master to report role master")
+
+        # Writes through Sentinel go to the new master, and the data written before is there.
+        assert write_through_sentinel(hosts[HOSTS[2]], address_cache, "app:after", "2") == new_address
+        assert cli(new_master, APP, "GET", "app:after") == "2"
+        assert cli(new_master, APP, "GET", "app:before") == "1"
+    finally:
+        old_master.run_expect([0], "systemctl start redis-server")
+
+    # The old master comes back as a plain master (no replicaof in its file); Sentinel turns it
+    # into a replica of the new master.
+    wait_for(
+        lambda: role(old_master)[:4] == ["slave", address_cache[new_master_name], "6379", "connected"],
+        60,
+        "Sentinel to reconfigure the old master as a replica",
+    )
+    assert cli(old_master, APP, "GET", "app:after") == "2"
+
+    # A re-run of the role changes nothing and flips nothing back.
+    result = run_playbook(SCENARIO / "converge.yml")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    recaps = re.findall(r"^apes-redis-sentinel-[123]\s+: .*$", out, re.M)
+    assert len(recaps) == 3, out[-2000:]
+    assert all(re.search(r"changed=0\s", r) for r in recaps), recaps
+    assert "secret-1" not in out, "a password was printed"
+    assert role(new_master)[0] == "master"
+    assert role(old_master)[:2] == ["slave", address_cache[new_master_name]]
+    for h in hosts.values():
+        assert sentinel_master(h) == new_address
+        assert re.search(r"^# apes.infra.redis sentinel base ", h.file("/etc/redis/sentinel.conf").content_string, re.M)
