@@ -1,0 +1,482 @@
+"""Behaviour of the otel_collector role: an agent (PostgreSQL + Redis host) and a gateway.
+
+Every request goes to the scenario's own containers (loopback inside them, or the scenario's Docker
+network between them) or to 127.0.0.1 on the test machine (the local release mirror).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import os
+import re
+import secrets
+import shutil
+import socketserver
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import testinfra
+import yaml
+
+HERE = Path(__file__).resolve().parent
+CONVERGE = HERE.parent / "converge.yml"
+AGENT = "apes-otel-collector-agent"
+GATEWAY = "apes-otel-collector-gateway"
+BINARY = "/usr/bin/otelcol"
+CONFIG = "/etc/otelcol/config.yaml"
+ENV_FILE = "/etc/otelcol/otelcol.conf"
+BACKEND = "/var/lib/otelcol/backend.jsonl"
+VERSION = "0.165.0"
+# The scenario's inventory (molecule.yml): a Redis monitoring secret that needs quoting.
+INVENTORY = yaml.safe_load((HERE.parent / "molecule.yml").read_text())["provisioner"]["inventory"]["group_vars"]["all"]
+REDIS_SECRET = INVENTORY["redis_monitoring_password"].replace("$$", "$")  # Molecule's escape for $
+PG_SECRET = INVENTORY["postgresql_monitoring_password"]
+
+
+def _host(name):
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
+
+
+@pytest.fixture(scope="module")
+def agent():
+    return _host(AGENT)
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    return _host(GATEWAY)
+
+
+def main_pid(h) -> int:
+    return int(h.check_output("systemctl show --property=MainPID --value otelcol.service"))
+
+
+def healthy(h) -> bool:
+    return h.run("curl -fsS http://127.0.0.1:13133/").rc == 0
+
+
+def wait_for(predicate, timeout=60.0, step=1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
+def recap(stdout: str) -> dict[str, dict[str, int]]:
+    hosts = {}
+    for line in stdout.splitlines():
+        match = re.match(r"^(\S+)\s+:\s+(ok=.*)$", line)
+        if match:
+            hosts[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
+    return hosts
+
+
+def host_changes(stdout: str, name: str) -> int:
+    """Tasks that changed something on the host itself (not delegated to the controller)."""
+    return len(re.findall(rf"^changed: \[{re.escape(name)}\](?: |$)", stdout, re.M))
+
+
+def controller_builds() -> list[Path]:
+    cache = Path(os.environ.get("HOME", "/root")) / ".cache/apes-infra/otelcol/builds"
+    return sorted(cache.glob(f"{VERSION}-*/otelcol"))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- install and service ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [AGENT, GATEWAY])
+def test_layout_like_the_official_packages(name):
+    h = _host(name)
+    binary = h.file(BINARY)
+    assert binary.user == "root"
+    assert binary.mode == 0o755
+    config = h.file(CONFIG)
+    assert (config.user, config.group, config.mode) == ("root", "otelcol", 0o640)
+    assert "Ansible managed" in config.content_string
+    env = h.file(ENV_FILE)
+    assert (env.user, env.group, env.mode) == ("root", "root", 0o600)
+    state = h.file("/var/lib/otelcol")
+    assert (state.user, state.mode) == ("otelcol", 0o750)
+    user = h.user("otelcol")
+    assert user.shell == "/usr/sbin/nologin"
+    assert user.uid < 1000
+    service = h.service("otelcol")
+    assert service.is_running
+    assert service.is_enabled
+    # Runs as the service user, with no capabilities at all.
+    pid = main_pid(h)
+    status = h.file(f"/proc/{pid}/status").content_string
+    assert re.search(r"^Uid:\s+(\d+)", status, re.M).group(1) == str(user.uid)
+    for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert re.search(rf"^{field}:\s+0+$", status, re.M), field
+
+
+def test_same_verified_binary_everywhere(agent, gateway):
+    """The hosts run the binary the controller built (one release, cached by its inputs)."""
+    builds = {sha256(path): path for path in controller_builds()}
+    assert builds, "no cached build on the controller"
+    for h in (agent, gateway):
+        assert h.check_output(f"sha256sum {BINARY}").split()[0] in builds
+    version = agent.check_output(f"{BINARY} --version")
+    assert VERSION in version
+    components = agent.check_output(f"{BINARY} components")
+    for component in (
+        "otlp",
+        "host_metrics",
+        "file_log",
+        "prometheus",
+        "memory_limiter",
+        "batch",
+        "resource",
+        "otlp_grpc",
+        "otlp_http",
+        "debug",
+        "file",
+        "health_check",
+        "file_storage",
+    ):
+        assert re.search(rf"- name: {re.escape(component)}\n", components), component
+
+
+@pytest.mark.parametrize("name", [AGENT, GATEWAY])
+def test_health_endpoint_answers(name):
+    h = _host(name)
+    assert wait_for(lambda: healthy(h))
+    body = json.loads(h.check_output("curl -fsS http://127.0.0.1:13133/"))
+    assert body["status"] == "Server available"
+
+
+def test_sandbox_rates_at_least_ok(agent):
+    out = agent.check_output("systemd-analyze security --no-pager otelcol.service")
+    match = re.search(r"Overall exposure level for otelcol\.service: ([\d.]+) (\w+)", out)
+    assert match, out[-500:]
+    print(f"systemd-analyze security otelcol.service: {match.group(1)} {match.group(2)}")
+    assert match.group(2) in ("SAFE", "OK"), match.group(0)
+    unit = agent.file("/etc/systemd/system/otelcol.service").content_string
+    for line in (
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=\n",
+        "StateDirectory=otelcol",
+        "SupplementaryGroups=adm",
+    ):
+        assert line in unit, line
+
+
+def test_listening_addresses(agent, gateway):
+    # Agent: OTLP for local applications, Prometheus, health and the exporters on loopback only.
+    for port in (4317, 4318, 8889, 13133, 9187, 9121):
+        assert agent.socket(f"tcp://127.0.0.1:{port}").is_listening, port
+        assert not agent.socket(f"tcp://0.0.0.0:{port}").is_listening, port
+    # Gateway: OTLP from the agents on all interfaces.
+    for port in (4317, 4318):
+        assert gateway.socket(f"tcp://0.0.0.0:{port}").is_listening, port
+
+
+def test_secrets_stay_out_of_config_and_logs(agent):
+    config = agent.file(CONFIG).content_string
+    assert PG_SECRET not in config
+    assert REDIS_SECRET not in config
+    for path in ("/etc/default/prometheus-postgres-exporter", "/etc/default/prometheus-redis-exporter"):
+        f = agent.file(path)
+        assert (f.user, f.mode) == ("root", 0o600), path
+    journal = agent.check_output(
+        "journalctl --no-pager -u otelcol -u prometheus-redis-exporter -u prometheus-postgres-exporter"
+    )
+    assert PG_SECRET not in journal
+    assert REDIS_SECRET not in journal
+
+
+def test_environment_file_quoting_reaches_the_exporter_intact(agent):
+    """A password with $, quotes and a backslash arrives unchanged (systemd EnvironmentFile quoting)."""
+    pid = int(agent.check_output("systemctl show --property=MainPID --value prometheus-redis-exporter.service"))
+    environ = agent.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ")
+    assert f"REDIS_PASSWORD={REDIS_SECRET}" in environ.splitlines()
+
+
+# --- telemetry flows ----------------------------------------------------------------------------
+
+
+def test_span_over_otlp_http_reaches_the_gateway(agent, gateway):
+    trace_id = secrets.token_hex(16)
+    span = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "molecule-test"}}]},
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": trace_id,
+                                "spanId": secrets.token_hex(8),
+                                "name": "molecule-span",
+                                "kind": 1,
+                                "startTimeUnixNano": str(time.time_ns() - 1_000_000),
+                                "endTimeUnixNano": str(time.time_ns()),
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    payload = json.dumps(span).replace("'", "'\\''")
+    agent.check_output(
+        f"curl -fsS -X POST -H 'Content-Type: application/json' -d '{payload}' http://127.0.0.1:4318/v1/traces"
+    )
+    assert wait_for(lambda: trace_id in gateway.check_output(f"cat {BACKEND} 2>/dev/null || true"), timeout=60)
+    record = next(line for line in gateway.file(BACKEND).content_string.splitlines() if trace_id in line)
+    # The agent stamped its host name on the way.
+    assert AGENT in record
+
+
+def _metrics(h) -> str:
+    return h.check_output("curl -fsS http://127.0.0.1:8889/metrics")
+
+
+def _value(text: str, pattern: str) -> float | None:
+    match = re.search(rf"^{pattern}(?:\{{[^}}]*\}})? ([0-9.eE+-]+)$", text, re.M)
+    return float(match.group(1)) if match else None
+
+
+def test_prometheus_endpoint_has_live_postgresql_redis_and_host_metrics(agent):
+    def ready():
+        text = _metrics(agent)
+        return text if _value(text, "pg_up") == 1 and _value(text, "redis_up") == 1 else None
+
+    first = wait_for(ready, timeout=90, step=2)
+    assert first, "pg_up and redis_up never reached 1"
+    # PostgreSQL seen through the monitoring user: databases and connections.
+    assert re.search(r'^pg_stat_database_numbackends\{[^}]*datname="postgres"', first, re.M)
+    # Redis through its read-only ACL user.
+    assert _value(first, "redis_uptime_in_seconds") > 0
+    # Host metrics, moving between two scrapes.
+    cpu = _value(first, "system_cpu_time_seconds_total")
+    assert cpu is not None
+    assert cpu > 0
+    assert _value(first, "system_memory_usage_bytes") > 0
+    later = wait_for(
+        lambda: (
+            (v := _value(_metrics(agent), "redis_uptime_in_seconds"))
+            and v > _value(first, "redis_uptime_in_seconds")
+            and v
+        ),
+        timeout=30,
+        step=2,
+    )
+    assert later
+
+
+def test_postgresql_log_lines_reach_the_gateway(agent, gateway):
+    """filelog reads Debian's PostgreSQL log (group adm) from inside the sandbox."""
+    marker = f"molecule_marker_{secrets.token_hex(6)}"
+    agent.run(f'runuser -u postgres -- psql -c "SELECT 1/0 AS {marker}"')
+    assert wait_for(lambda: marker in gateway.check_output(f"cat {BACKEND} 2>/dev/null || true"), timeout=60)
+
+
+# --- changes: reload, bad config, bad input -----------------------------------------------------
+
+
+@pytest.fixture
+def config_only(monkeypatch):
+    """Run only the role's checks and configuration tasks (tag otel_collector_config)."""
+    monkeypatch.setenv("ANSIBLE_RUN_TAGS", "otel_collector_config")
+
+
+@pytest.fixture
+def install_only(monkeypatch):
+    """Run only the role's checks, artifact and install tasks (tag otel_collector_install)."""
+    monkeypatch.setenv("ANSIBLE_RUN_TAGS", "otel_collector_install")
+
+
+def test_config_change_reloads_without_restart(agent, run_playbook, config_only):
+    pid = main_pid(agent)
+    layer = {"otel_collector_config_zz_test": {"processors": {"batch": {"timeout": "2s"}}}}
+    result = run_playbook(CONVERGE, extra_vars=layer, limit=AGENT)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert recap(result.stdout)[AGENT]["changed"] >= 1
+    assert "timeout: 2s" in agent.file(CONFIG).content_string
+    assert wait_for(lambda: healthy(agent))
+    assert main_pid(agent) == pid, "a config change must reload (SIGHUP), not restart"
+    # Back to the converged config, again by reload.
+    result = run_playbook(CONVERGE, limit=AGENT)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "timeout: 2s" not in agent.file(CONFIG).content_string
+    assert wait_for(lambda: healthy(agent))
+    assert main_pid(agent) == pid
+
+
+def test_invalid_config_fails_and_the_collector_keeps_running(agent, run_playbook, config_only):
+    pid = main_pid(agent)
+    before = agent.check_output(f"sha256sum {CONFIG}")
+    broken = {"otel_collector_config": {"service": {"pipelines": {"traces": {"exporters": ["nonexistent"]}}}}}
+    result = run_playbook(CONVERGE, extra_vars=broken, limit=AGENT)
+    assert result.returncode != 0
+    output = " ".join((result.stdout + result.stderr).split())
+    assert "Write the configuration (validated with `otelcol validate` first)" in output, output[-3000:]
+    assert "nonexistent" in output, output[-3000:]
+    assert "which is not configured" in output, output[-3000:]
+    assert agent.check_output(f"sha256sum {CONFIG}") == before
+    assert main_pid(agent) == pid
+    assert healthy(agent)
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "limit", "message"),
+    [
+        ({"otel_collector_install_method": "ftp"}, None, "otel_collector_install_method"),
+        (
+            {"otel_collector_install_method": "release", "otel_collector_release_checksum": ""},
+            None,
+            "otel_collector_release_checksum is mandatory",
+        ),
+        (
+            {"otel_collector_preset_redis": True},
+            GATEWAY,
+            f"otel_collector_preset_redis is on (host groups: otel_gateway) but redis is not installed on {GATEWAY}",
+        ),
+        (
+            {"otel_collector_preset_postgresql": True},
+            GATEWAY,
+            "otel_collector_preset_postgresql is on (host groups: otel_gateway) but postgresql is not installed on "
+            + GATEWAY,
+        ),
+    ],
+    ids=[
+        "unknown-install-method",
+        "release-without-checksum",
+        "redis-preset-without-redis",
+        "postgresql-preset-without-postgresql",
+    ],
+)
+def test_bad_input_fails_before_any_change(run_playbook, extra_vars, limit, message):
+    result = run_playbook(CONVERGE, extra_vars=extra_vars, limit=limit)
+    assert result.returncode != 0
+    output = " ".join((result.stdout + result.stderr).split())
+    assert message in output, output[-3000:]
+    hosts = recap(result.stdout)
+    assert hosts
+    assert all(counts["changed"] == 0 for counts in hosts.values()), hosts
+
+
+# --- release and local methods ------------------------------------------------------------------
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest's output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def release_archive(tmp_path_factory):
+    """An archive in the official layout holding the collector this scenario built (built once)."""
+    builds = controller_builds()
+    assert builds, "no cached build on the controller"
+    work = tmp_path_factory.mktemp("release")
+    staged = work / "otelcol-contrib"
+    shutil.copy2(builds[-1], staged)
+    archive = work / f"otelcol-contrib_{VERSION}_linux_amd64.tar.gz"
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        tar.add(staged, arcname="otelcol-contrib")
+        tar.add(HERE.parent / "molecule.yml", arcname="README.md")  # archives carry other files too
+    return {"archive": archive, "binary_sha256": sha256(staged)}
+
+
+@pytest.fixture
+def release_mirror(tmp_path, release_archive):
+    """A local mirror: v<ver>/<archive> and its per-artifact <archive>.sha256, on 127.0.0.1 only."""
+    root = tmp_path / "mirror"
+    release = root / f"v{VERSION}"
+    release.mkdir(parents=True)
+    archive = release / release_archive["archive"].name
+    os.link(release_archive["archive"], archive)
+    (release / (archive.name + ".sha256")).write_text(f"{sha256(archive)}  {archive.name}\n")
+
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = socketserver.TCPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield {
+            "url": f"http://127.0.0.1:{server.server_address[1]}",
+            "archive": archive,
+            "root": root,
+            "binary_sha256": release_archive["binary_sha256"],
+        }
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _release_vars(mirror, cache: Path) -> dict:
+    return {
+        "otel_collector_install_method": "release",
+        "otel_collector_release_base_url": mirror["url"],
+        "otel_collector_cache_dir": str(cache),
+    }
+
+
+def test_release_method_downloads_once_verifies_and_installs(
+    agent, run_playbook, release_mirror, tmp_path, install_only
+):
+    pid = main_pid(agent)
+    cache = tmp_path / "cache"
+    result = run_playbook(CONVERGE, extra_vars=_release_vars(release_mirror, cache), limit=AGENT)
+    assert result.returncode == 0, result.stdout[-3000:]
+    cached = cache / "releases" / VERSION / release_mirror["archive"].name
+    assert cached.is_file()
+    assert sha256(cached) == sha256(release_mirror["archive"])
+    # Same collector as the build: nothing changes on the host.
+    assert agent.check_output(f"sha256sum {BINARY}").split()[0] == release_mirror["binary_sha256"]
+    assert host_changes(result.stdout, AGENT) == 0  # only the controller's cache changed
+    assert main_pid(agent) == pid
+    # A second run uses the cache: the mirror may be gone.
+    shutil.rmtree(release_mirror["root"])
+    again = run_playbook(CONVERGE, extra_vars=_release_vars(release_mirror, cache), limit=AGENT)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert recap(again.stdout)[AGENT]["changed"] == 0
+
+
+def test_release_with_a_wrong_checksum_is_refused(agent, run_playbook, release_mirror, tmp_path, install_only):
+    sums = release_mirror["archive"].with_name(release_mirror["archive"].name + ".sha256")
+    sums.write_text(f"{hashlib.sha256(b'something else').hexdigest()}  {release_mirror['archive'].name}\n")
+    before = agent.check_output(f"sha256sum {BINARY}")
+    result = run_playbook(CONVERGE, extra_vars=_release_vars(release_mirror, tmp_path / "cache"), limit=AGENT)
+    assert result.returncode != 0
+    output = " ".join((result.stdout + result.stderr).split())
+    assert "did not match" in output, output[-3000:]
+    assert agent.check_output(f"sha256sum {BINARY}") == before
+    assert host_changes(result.stdout, AGENT) == 0
+    assert not list((tmp_path / "cache").rglob("otelcol-contrib"))
+
+
+def test_local_method_installs_a_verified_archive(agent, run_playbook, release_mirror, tmp_path, install_only):
+    archive = release_mirror["archive"]
+    extra = {
+        "otel_collector_install_method": "local",
+        "otel_collector_local_path": str(archive),
+        "otel_collector_local_checksum": f"sha256:{sha256(archive)}",
+        "otel_collector_cache_dir": str(tmp_path / "cache"),
+    }
+    result = run_playbook(CONVERGE, extra_vars=extra, limit=AGENT)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert agent.check_output(f"sha256sum {BINARY}").split()[0] == release_mirror["binary_sha256"]
+    wrong = dict(extra, otel_collector_local_checksum=f"sha256:{'0' * 64}")
+    refused = run_playbook(CONVERGE, extra_vars=wrong, limit=AGENT)
+    assert refused.returncode != 0
+    output = " ".join((refused.stdout + refused.stderr).split())
+    assert "does not match otel_collector_local_checksum" in output, output[-3000:]
