@@ -1,0 +1,144 @@
+"""Streaming replication between systemd containers: primary, replica, and a replica added later."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import testinfra
+
+HERE = Path(__file__).resolve().parent
+PRIMARY = "apes-pgrepl-primary"
+REPLICA = "apes-pgrepl-replica"
+LATER = "apes-pgrepl-replica2"
+COUNT_MARKER = "SELECT count(*) FROM app.replication_probe WHERE marker = :'marker'"
+
+
+def get(name: str):
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+
+
+def query(host, sql: str, db: str = "postgres", check: bool = True, **params: str):
+    """Run SQL as postgres over the local socket; params become psql variables (:'name')."""
+    variables = " ".join(f"-v {k}={shlex.quote(v)}" for k, v in params.items())
+    command = f"runuser -u postgres -- psql -X -At -v ON_ERROR_STOP=1 {variables} -d {db} -f -"
+    result = host.run(f"printf '%s\\n' {shlex.quote(sql)} | {command}")
+    if check:
+        assert result.rc == 0, result.stderr
+    return result
+
+
+def wait_for(host, sql: str, expected: str, db: str = "postgres", seconds: int = 30, **params: str) -> str:
+    deadline = time.monotonic() + seconds
+    value = None
+    while time.monotonic() < deadline:
+        value = query(host, sql, db, check=False, **params).stdout.strip()
+        if value == expected:
+            return value
+        time.sleep(0.5)
+    return value
+
+
+@pytest.fixture(scope="module")
+def primary():
+    return get(PRIMARY)
+
+
+@pytest.fixture(scope="module")
+def replica():
+    return get(REPLICA)
+
+
+def test_replica_is_a_hot_standby(replica):
+    assert query(replica, "SELECT pg_is_in_recovery()").stdout.strip() == "t"
+    assert query(replica, "SHOW hot_standby").stdout.strip() == "on"
+    assert query(replica, "SHOW data_checksums").stdout.strip() == "on"
+    assert replica.file("/var/lib/postgresql/15/main/standby.signal").exists
+    assert not replica.file("/etc/postgresql/15/main/apes-infra-clone-pending").exists
+
+
+def test_primary_shows_the_replica_streaming_over_tls(primary):
+    sql = (
+        "SELECT r.application_name, r.state, s.ssl, sl.active"
+        " FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)"
+        " JOIN pg_replication_slots sl ON sl.active_pid = r.pid"
+        " WHERE r.application_name = 'apes_pgrepl_replica'"
+    )
+    assert wait_for(primary, sql, "apes_pgrepl_replica|streaming|t|t") == "apes_pgrepl_replica|streaming|t|t"
+    assert query(primary, "SELECT rolreplication FROM pg_roles WHERE rolname = 'replicator'").stdout.strip() == "t"
+    assert query(primary, "SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = 'replicator'").stdout.startswith(
+        "SCRAM-SHA-256$"
+    )
+
+
+def test_row_written_on_primary_is_read_on_replica(primary, replica):
+    marker = uuid.uuid4().hex
+    query(primary, "CREATE TABLE IF NOT EXISTS app.replication_probe (marker text)", "app")
+    query(primary, "INSERT INTO app.replication_probe VALUES (:'marker')", "app", marker=marker)
+    assert wait_for(replica, COUNT_MARKER, "1", "app", marker=marker) == "1"
+
+
+def test_writes_on_replica_are_refused(replica):
+    result = query(replica, "CREATE TABLE app.should_not_exist (id int)", "app", check=False)
+    assert result.rc != 0
+    assert "cannot execute CREATE TABLE in a read-only transaction" in result.stderr
+
+
+def test_replication_needs_the_password(primary, replica):
+    """The replication role logs in with SCRAM over TLS only."""
+    conninfo = "host=apes-pgrepl-primary user=replicator dbname=replication replication=true sslmode=require"
+    result = replica.run(f"PGPASSWORD=wrong psql -X {shlex.quote(conninfo)} -c 'IDENTIFY_SYSTEM'")
+    assert result.rc != 0
+    assert 'password authentication failed for user "replicator"' in result.stderr
+    plain = replica.run(f"PGPASSWORD=wrong psql -X {shlex.quote(conninfo.replace('require', 'disable'))} -c 'SELECT 1'")
+    assert plain.rc != 0
+    assert "no encryption" in plain.stderr
+    passfile = replica.file("/var/lib/postgresql/.pgpass")
+    assert (passfile.user, passfile.mode) == ("postgres", 0o600)
+
+
+def changed_tasks(out: str, host: str) -> set[str]:
+    """Names of the tasks that reported a change on host in an ansible-playbook output."""
+    changed = set()
+    task = None
+    for line in out.splitlines():
+        match = re.match(r"TASK \[(?:[^:\]]+ : )?(.+?)\] \*", line)
+        if match:
+            task = match.group(1)
+        elif task and re.match(rf"changed: \[{re.escape(host)}(\]| ->)", line):
+            changed.add(task)
+    return changed
+
+
+def test_adding_a_replica_and_rerunning(primary, replica, run_converge_with_inventory):
+    """The new replica is cloned; the others only learn its address (a reload, no restart)."""
+    later = get(LATER)
+    started = {h: query(h, "SELECT pg_postmaster_start_time()").stdout for h in (primary, replica)}
+    result = run_converge_with_inventory(HERE / "add_replica.yml")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    reload_only = {
+        "Write the client authentication rules",
+        "Remove the copy of the previous pg_hba.conf",
+        "Reload PostgreSQL",
+    }
+    assert changed_tasks(out, PRIMARY) <= reload_only | {"Create a physical replication slot per replica"}
+    assert changed_tasks(out, REPLICA) <= reload_only
+    assert "Copy the primary with pg_basebackup" in changed_tasks(out, LATER)
+    assert {h: query(h, "SELECT pg_postmaster_start_time()").stdout for h in (primary, replica)} == started
+    sql = "SELECT state FROM pg_stat_replication WHERE application_name = 'apes_pgrepl_replica2'"
+    assert wait_for(primary, sql, "streaming") == "streaming"
+    marker = uuid.uuid4().hex
+    query(primary, "INSERT INTO app.replication_probe VALUES (:'marker')", "app", marker=marker)
+    assert wait_for(later, COUNT_MARKER, "1", "app", marker=marker) == "1"
+
+    again = run_converge_with_inventory(HERE / "add_replica.yml")
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out[-4000:]
+    recap = dict(re.findall(r"^(apes-pgrepl-\S+)\s*:.*changed=(\d+)", out, re.M))
+    assert recap == {PRIMARY: "0", REPLICA: "0", LATER: "0"}, recap
