@@ -71,6 +71,13 @@ def table(host):
     return "drill"
 
 
+def test_postgresql_started_once(host):
+    """Archiving is on from PostgreSQL's first start: adding backups reloads, never restarts."""
+    log = host.check_output("pg_lsclusters -h | awk '{print $7; exit}'")
+    starts = host.check_output(f"grep -c 'database system is ready to accept connections' {log}")
+    assert starts == "1"
+
+
 def test_services_and_timers(host):
     assert host.service("pgbackrest-server").is_running
     for kind in ("full", "diff", "incr"):
