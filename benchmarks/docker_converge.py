@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Time the `docker` Molecule scenario's converge: cold on fresh containers, then idempotent re-runs.
 
 Recreates the scenario's two containers (Debian 12 and 13: `molecule destroy`, `create`, `prepare`),
@@ -96,10 +96,10 @@ def main() -> None:
     try:
         seconds, changed = converge()
         line("cold", [seconds], changed)
-        runs = [converge() for _ in range(args.runs)]
-        line("idempotent", [s for s, _ in runs], {h: max(r[1][h] for r in runs) for h in runs[0][1]})
-        runs = [converge("docker") for _ in range(args.runs)]
-        line("docker only", [s for s, _ in runs], {h: max(r[1][h] for r in runs) for h in runs[0][1]})
+        runs = [converge() for _run in range(args.runs)]
+        line("idempotent", [s for s, _changed in runs], {h: max(r[1][h] for r in runs) for h in runs[0][1]})
+        runs = [converge("docker") for _run in range(args.runs)]
+        line("docker only", [s for s, _changed in runs], {h: max(r[1][h] for r in runs) for h in runs[0][1]})
     finally:
         print(f"load average after: {os.getloadavg()[0]:.2f}", flush=True)
         if not args.keep:

@@ -29,6 +29,7 @@ DB = "apes-pgbackrest-db"
 REPO = "apes-pgbackrest-repo"
 SIZE_MB = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
 ROWS = SIZE_MB * 1024  # 1 KiB of random bytes per row
+FILL_SQL = "INSERT INTO bench SELECT g, gen_random_bytes(1024) FROM generate_series(:first, :last) g;"
 
 
 def sh(container: str, script: str, user: str = "root") -> str:
@@ -46,7 +47,7 @@ def timed(container: str, script: str, user: str = "root") -> float:
 
 
 def psql(sql: str, port: int = 5432, db: str = "postgres") -> str:
-    return sh(DB, f"psql -p {port} -d {db} -Atqc \"{sql}\"", user="postgres")
+    return sh(DB, f'psql -p {port} -d {db} -Atqc "{sql}"', user="postgres")
 
 
 def pg_bin() -> str:
@@ -62,7 +63,11 @@ def build_dataset() -> None:
     step = 65536
     for first in range(1, ROWS + 1, step):
         last = min(first + step - 1, ROWS)
-        psql(f"INSERT INTO bench SELECT g, gen_random_bytes(1024) FROM generate_series({first}, {last}) g")
+        sh(
+            DB,
+            f"psql -v ON_ERROR_STOP=1 -v first={first} -v last={last} -Atq <<'SQL'\n{FILL_SQL}\nSQL",
+            user="postgres",
+        )
     psql("CHECKPOINT")
 
 
@@ -71,7 +76,8 @@ def start_restored(bin_dir: str, datadir: str, port: int) -> None:
         DB,
         f"printf \"port = {port}\\nlisten_addresses = ''\\nunix_socket_directories = '/var/run/postgresql'\\n"
         f"archive_mode = off\\nhba_file = '{datadir}/pg_hba.conf'\\nident_file = '{datadir}/pg_ident.conf'\\n\" "
-        f"> {datadir}/postgresql.conf && echo 'local all all peer' > {datadir}/pg_hba.conf && : > {datadir}/pg_ident.conf"
+        f"> {datadir}/postgresql.conf && echo 'local all all peer' > {datadir}/pg_hba.conf"
+        f" && : > {datadir}/pg_ident.conf"
         f" && {bin_dir}/pg_ctl -D {datadir} -l {datadir}/log -w -t 3600 start",
         user="postgres",
     )
@@ -99,13 +105,19 @@ def main() -> None:
     record("pg_dump -Fc", timed(DB, "pg_dump -Fc -f /var/tmp/bench.dump postgres", user="postgres"))
     psql("DROP DATABASE IF EXISTS restored")
     psql("CREATE DATABASE restored")
-    record("pg_restore (to a queryable database)", timed(DB, "pg_restore -d restored /var/tmp/bench.dump", user="postgres"))
+    record(
+        "pg_restore (to a queryable database)", timed(DB, "pg_restore -d restored /var/tmp/bench.dump", user="postgres")
+    )
     psql("DROP DATABASE restored")
     sh(DB, "rm -f /var/tmp/bench.dump")
 
     # pgBackRest full backups from the repository host, with several settings.
-    variants = [("gz, 1 process", "gz", 1), ("lz4, 1 process", "lz4", 1), ("lz4, 2 processes (role default)", "lz4", 2),
-                ("zst, 2 processes", "zst", 2)]
+    variants = [
+        ("gz, 1 process", "gz", 1),
+        ("lz4, 1 process", "lz4", 1),
+        ("lz4, 2 processes (role default)", "lz4", 2),
+        ("zst, 2 processes", "zst", 2),
+    ]
     for label, compress, processes in variants:
         seconds = timed(
             REPO,
@@ -115,13 +127,20 @@ def main() -> None:
         record(f"pgBackRest full backup, {label}", seconds)
 
     # Restore the newest backup (lz4/2 is not the newest: take one more with the defaults).
-    record("pgBackRest full backup, defaults again", timed(REPO, "pgbackrest --stanza=main --type=full backup", user="pgbackrest"))
+    record(
+        "pgBackRest full backup, defaults again",
+        timed(REPO, "pgbackrest --stanza=main --type=full backup", user="pgbackrest"),
+    )
     for attempt in range(2):
         datadir = f"/var/lib/postgresql/bench-restore-{attempt}"
         stop_and_remove(bin_dir, datadir)
         start = time.monotonic()
-        sh(DB, f"mkdir -p {datadir} && chmod 700 {datadir} && pgbackrest --stanza=main --pg1-path={datadir} "
-               "--archive-mode=off restore", user="postgres")
+        sh(
+            DB,
+            f"mkdir -p {datadir} && chmod 700 {datadir} && pgbackrest --stanza=main --pg1-path={datadir} "
+            "--archive-mode=off restore",
+            user="postgres",
+        )
         files = time.monotonic() - start
         start_restored(bin_dir, datadir, 5490 + attempt)
         total = time.monotonic() - start
@@ -141,8 +160,12 @@ def main() -> None:
     datadir = "/var/lib/postgresql/bench-pitr"
     stop_and_remove(bin_dir, datadir)
     start = time.monotonic()
-    sh(DB, f"mkdir -p {datadir} && chmod 700 {datadir} && pgbackrest --stanza=main --pg1-path={datadir} "
-           f"--archive-mode=off --type=time '--target={target}' --target-action=promote restore", user="postgres")
+    sh(
+        DB,
+        f"mkdir -p {datadir} && chmod 700 {datadir} && pgbackrest --stanza=main --pg1-path={datadir} "
+        f"--archive-mode=off --type=time '--target={target}' --target-action=promote restore",
+        user="postgres",
+    )
     start_restored(bin_dir, datadir, 5495)
     record("pgBackRest PITR: restore + replay to target, queryable", time.monotonic() - start)
     rows = psql("SELECT count(*) FROM pitr", port=5495)
@@ -150,7 +173,8 @@ def main() -> None:
 
     repo_size = sh(REPO, "du -sh /var/lib/pgbackrest | cut -f1")
     print()
-    print(f"database size {size}; repository (encrypted, several fulls) {repo_size}; PITR rows back: {rows} of 1000 expected")
+    print(f"database size {size}; repository (encrypted, several fulls) {repo_size}")
+    print(f"PITR rows back: {rows} of 1000 expected")
     print(f"{'measurement':<56} {'median s':>9}")
     for name, values in results.items():
         print(f"{name:<56} {statistics.median(values):9.1f}")
@@ -158,7 +182,8 @@ def main() -> None:
     backup = statistics.median(results["pgBackRest full backup, lz4, 2 processes (role default)"])
     pg_restore = statistics.median(results["pg_restore (to a queryable database)"])
     restore = statistics.median(results["pgBackRest restore: files + recovery, queryable"])
-    print(f"\nbackup speed-up vs pg_dump: {dump / backup:.1f}x; restore speed-up vs pg_restore: {pg_restore / restore:.1f}x")
+    print(f"\nbackup speed-up vs pg_dump: {dump / backup:.1f}x")
+    print(f"restore speed-up vs pg_restore: {pg_restore / restore:.1f}x")
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ ensure_images() {
 
 # Tools the test suite calls outside the virtual environment (ansible-test's shellcheck test).
 ensure_host_tools() {
-  apt_install shellcheck git
+  apt_install shellcheck git gnupg openssl
 }
 
 bootstrap_all() {

@@ -46,7 +46,7 @@ def backup(kind):
 def wait_archived(host):
     """Switch WAL and wait until the archiver has pushed it (and async push has reached the repo)."""
     segment = psql(host, "SELECT pg_walfile_name(pg_switch_wal())")
-    for _ in range(120):
+    for _attempt in range(120):
         last = psql(host, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
         if last >= segment:
             return segment
@@ -189,7 +189,7 @@ def test_kill_during_backup_then_next_backup_and_check_pass(host, table):
     repo("systemctl", "set-environment", "PGBACKREST_START_FAST=n")
     try:
         repo("systemctl", "start", "--no-block", "pgbackrest-backup-main@full.service")
-        for _ in range(120):
+        for _attempt in range(120):
             waiting = psql(
                 host, "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE '%pg_backup_start%' AND state = 'active'"
             )
@@ -199,7 +199,7 @@ def test_kill_during_backup_then_next_backup_and_check_pass(host, table):
         assert waiting != "0", "the backup never reached pg_backup_start"
         pgdata = psql(host, "SHOW data_directory")
         host.run_expect([0], f"kill -9 $(head -n 1 {pgdata}/postmaster.pid)")
-        for _ in range(120):
+        for _attempt in range(120):
             state = repo("systemctl", "is-active", "pgbackrest-backup-main@full.service", check=False).stdout.strip()
             if state in ("failed", "inactive"):
                 break
@@ -209,7 +209,7 @@ def test_kill_during_backup_then_next_backup_and_check_pass(host, table):
         repo("systemctl", "unset-environment", "PGBACKREST_START_FAST")
     version = host.check_output("pg_lsclusters -h | awk '{print $1; exit}'")
     host.run_expect([0], f"systemctl restart postgresql@{version}-main")
-    for _ in range(60):
+    for _attempt in range(60):
         if host.run("runuser -u postgres -- psql -Atqc 'select 1'").rc == 0:
             break
         time.sleep(1)
@@ -238,11 +238,11 @@ def test_repository_down_then_archiving_catches_up(host, table):
                 assert host.file(f"{pgdata}/pg_wal/{segment}").exists, f"{segment} must stay until archived"
     finally:
         subprocess.run(["docker", "start", REPO], check=True, capture_output=True)
-    for _ in range(120):
+    for _attempt in range(120):
         if repo("systemctl", "is-active", "pgbackrest-server.service", check=False).stdout.strip() == "active":
             break
         time.sleep(1)
-    for _ in range(240):
+    for _attempt in range(240):
         last = psql(host, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
         if last >= switched[-1]:
             break
