@@ -25,19 +25,42 @@ BACKUP_DIR = "/var/backups/redis"
 DATA_DIR = "/var/lib/redis"
 LOG = "/var/log/redis/redis-server.log"
 HOSTS = ["apes-redis-debian12", "apes-redis-debian13"]
+# debian13 serves TLS only on 6380 (molecule.yml host_vars), with the development CA the role
+# generated on the controller; debian12 serves plaintext on 6379.
+TLS_HOST = "apes-redis-debian13"
+TLS_DIR = "/etc/redis/tls"
+TLS_PORT = 6380
+CA = f"{TLS_DIR}/ca.crt"
 
 
-def cli(host, user: tuple[str, str] | None, *args: str, check: bool = False) -> str:
+def is_tls(host) -> bool:
+    return host.backend.get_hostname() == TLS_HOST
+
+
+def connection(host) -> str:
+    """redis-cli options that reach the host's server: TLS verified against the CA, or plaintext."""
+    if is_tls(host):
+        return f"-h 127.0.0.1 -p {TLS_PORT} --tls --cacert {CA}"
+    return "-h 127.0.0.1 -p 6379"
+
+
+def cli(host, user: tuple[str, str] | None, *args: str, check: bool = False, options: str | None = None) -> str:
     """Run redis-cli as an ACL user (password in REDISCLI_AUTH, as the backup unit does)."""
     words = " ".join(shlex.quote(a) for a in args)
+    target = connection(host) if options is None else options
     if user is None:
-        cmd = f"redis-cli -h 127.0.0.1 {words}"
+        cmd = f"redis-cli {target} {words}"
     else:
-        cmd = f"REDISCLI_AUTH={shlex.quote(user[1])} redis-cli -h 127.0.0.1 --user {user[0]} {words}"
+        cmd = f"REDISCLI_AUTH={shlex.quote(user[1])} redis-cli {target} --user {user[0]} {words}"
     result = host.run(cmd)
     if check:
         assert result.rc == 0, result.stderr
     return (result.stdout + result.stderr).strip()
+
+
+def dev_tls_dir() -> Path:
+    """The controller directory where the role generated the development CA (redis_tls_dev_dir)."""
+    return Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent / ".secrets" / "redis-tls"
 
 
 def dbsize(host) -> int:
@@ -64,7 +87,16 @@ def test_service_and_file_permissions(host):
         ("/etc/redis/backup.env", "root", "root", 0o600),
         (LOG, "redis", "adm", 0o640),
         (BACKUP_DIR, "redis", "redis", 0o750),
-    ]:
+    ] + (
+        [
+            (TLS_DIR, "redis", "redis", 0o750),
+            (f"{TLS_DIR}/server.key", "redis", "redis", 0o600),
+            (f"{TLS_DIR}/server.crt", "redis", "redis", 0o640),
+            (CA, "redis", "redis", 0o640),
+        ]
+        if is_tls(host)
+        else []
+    ):
         f = host.file(path)
         assert f.exists, path
         assert (f.user, f.group, f.mode) == (user, group, mode), path
@@ -84,8 +116,9 @@ def test_passwords_never_stored_in_clear(host):
 
 def test_listens_on_loopback_only(host):
     sockets = host.socket.get_listening_sockets()
-    redis = [s for s in sockets if s.endswith(":6379")]
-    assert redis == ["tcp://127.0.0.1:6379"], sockets
+    redis = [s for s in sockets if s.endswith((":6379", f":{TLS_PORT}"))]
+    # TLS only: the plaintext port is closed (port 0) where TLS is on.
+    assert redis == ([f"tcp://127.0.0.1:{TLS_PORT}"] if is_tls(host) else ["tcp://127.0.0.1:6379"]), sockets
 
 
 def test_unauthenticated_command_gets_noauth(host):
@@ -93,6 +126,115 @@ def test_unauthenticated_command_gets_noauth(host):
     assert "NOAUTH" in cli(host, None, "GET", "app:x")
     # The default user is off: no password makes it usable.
     assert "WRONGPASS" in cli(host, ("default", "anything-at-all"), "PING")
+
+
+@pytest.fixture(scope="module", params=[TLS_HOST])
+def tls_host(request):
+    """The TLS instance (its name in the test id, so that its tests stay on its worker)."""
+    return testinfra.get_host(f"ansible://{request.param}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
+
+
+def config_get(host, name: str) -> str:
+    return cli(host, ADMIN, "CONFIG", "GET", name).splitlines()[-1]
+
+
+def test_tls_only_where_enabled(host):
+    """debian13 serves TLS only; debian12 has no TLS port and no certificates."""
+    if is_tls(host):
+        assert (config_get(host, "tls-port"), config_get(host, "port")) == (str(TLS_PORT), "0")
+        assert config_get(host, "tls-protocols") == "TLSv1.2 TLSv1.3"
+        assert config_get(host, "tls-auth-clients") == "optional"
+        assert config_get(host, "tls-replication") == "yes"
+    else:
+        assert (config_get(host, "tls-port"), config_get(host, "port")) == ("0", "6379")
+        assert not host.file(TLS_DIR).exists
+        assert "tls-" not in host.file("/etc/redis/redis.conf").content_string
+
+
+def test_tls_with_the_generated_ca_authenticates_and_works(tls_host):
+    """A client that verifies the server against the development CA logs in and works; the CA and
+    keys stay in a private directory on the controller."""
+    dev = dev_tls_dir()
+    assert oct(dev.stat().st_mode & 0o777) == "0o700"
+    for key in ("ca.key", f"{TLS_HOST}.key"):
+        assert oct((dev / key).stat().st_mode & 0o777) == "0o600", key
+    assert tls_host.file(CA).content_string == (dev / "ca.crt").read_text()
+    assert not tls_host.file(f"{TLS_DIR}/ca.key").exists, "the CA key must never leave the controller"
+
+    tls = f"-h 127.0.0.1 -p {TLS_PORT} --tls --cacert {CA}"
+    assert cli(tls_host, APP, "SET", "app:tls", "over-tls", options=tls) == "OK"
+    assert cli(tls_host, READER, "GET", "app:tls", options=tls) == "over-tls"
+    # TLS does not replace the password: still NOAUTH without one, NOPERM where the ACL says so.
+    assert "NOAUTH" in cli(tls_host, None, "PING", options=tls)
+    assert "NOPERM" in cli(tls_host, APP, "FLUSHALL", options=tls)
+    # The served certificate names the addresses clients use (and verifies for 127.0.0.1).
+    served = tls_host.check_output(
+        f"openssl s_client -connect 127.0.0.1:{TLS_PORT} -CAfile {CA} -verify_return_error "
+        "-verify_ip 127.0.0.1 </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName"
+    )
+    assert "IP Address:127.0.0.1" in served, served
+    assert f"DNS:{TLS_HOST}" in served, served
+
+
+def test_tls_refuses_plaintext_and_the_wrong_ca(tls_host):
+    # Plaintext to the TLS port: the server drops the connection; the plaintext port is closed.
+    plain = tls_host.run(f"REDISCLI_AUTH={ADMIN[1]} redis-cli -h 127.0.0.1 -p {TLS_PORT} --user admin PING")
+    assert plain.rc != 0, plain.stdout + plain.stderr
+    assert "PONG" not in plain.stdout
+    closed = tls_host.run(f"REDISCLI_AUTH={ADMIN[1]} redis-cli -h 127.0.0.1 -p 6379 --user admin PING")
+    assert closed.rc != 0
+    assert "Connection refused" in closed.stdout + closed.stderr
+    # Another CA (made here, never trusted by the server): the client refuses the server's
+    # certificate, and the server refuses a client certificate that CA signed.
+    tls_host.run_expect(
+        [0],
+        "set -e; d=/root/wrong-ca; rm -rf $d; mkdir -m 700 $d; cd $d; "
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 "
+        "-subj '/CN=not the apes.infra CA' -keyout ca.key -out ca.crt 2>/dev/null; "
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=intruder "
+        "-keyout client.key -out client.csr 2>/dev/null; "
+        "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -out client.crt 2>/dev/null",
+    )
+    wrong_ca = cli(tls_host, ADMIN, "PING", options=f"-h 127.0.0.1 -p {TLS_PORT} --tls --cacert /root/wrong-ca/ca.crt")
+    assert "certificate verify failed" in wrong_ca, wrong_ca
+    intruder = cli(
+        tls_host,
+        ADMIN,
+        "PING",
+        options=f"-h 127.0.0.1 -p {TLS_PORT} --tls --cacert {CA} --cert /root/wrong-ca/client.crt "
+        "--key /root/wrong-ca/client.key",
+    )
+    assert "PONG" not in intruder, intruder
+    # A client certificate from the right CA (the host's own, as the role and the backup unit use it) is accepted.
+    mutual = f"-h 127.0.0.1 -p {TLS_PORT} --tls --cacert {CA} --cert {TLS_DIR}/server.crt --key {TLS_DIR}/server.key"
+    assert cli(tls_host, ADMIN, "PING", options=mutual) == "PONG"
+
+
+def test_tls_certificate_rotated_without_restart(tls_host, run_playbook, monkeypatch):
+    """A new certificate is loaded live (CONFIG SET of the same files), not with a restart, by a run
+    limited to the tag redis_tls (the operator's rotation), and no key appears in the output."""
+
+    def served_serial() -> str:
+        return tls_host.check_output(
+            f"openssl s_client -connect 127.0.0.1:{TLS_PORT} -CAfile {CA} -verify_return_error </dev/null 2>/dev/null"
+            " | openssl x509 -noout -serial"
+        )
+
+    before = served_serial()
+    pid = tls_host.check_output("systemctl show -p MainPID --value redis-server")
+    # Sign a new certificate for the same key: the role notices the missing certificate on the controller.
+    (dev_tls_dir() / f"{TLS_HOST}.crt").unlink()
+    monkeypatch.setenv("ANSIBLE_RUN_TAGS", "redis_tls")  # ansible-playbook --tags redis_tls
+    result = run_playbook(SCENARIO / "redis.yml", limit=TLS_HOST)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "PRIVATE KEY" not in out, "a key was printed"
+    assert "Check the TLS settings" in out, "the variables are checked in a TLS-only run too"
+    assert "RUNNING HANDLER [apes.infra.redis : Reload the Redis TLS certificates]" in out
+    assert "RUNNING HANDLER [apes.infra.redis : Restart redis-server]" not in out
+    assert served_serial() != before
+    assert tls_host.check_output("systemctl show -p MainPID --value redis-server") == pid
+    assert cli(tls_host, ADMIN, "PING") == "PONG"
 
 
 def test_app_user_is_refused_dangerous_commands(host):
@@ -241,7 +383,9 @@ def test_backup_drill_restores_10000_keys(host, run_playbook):
     name = host.backend.get_hostname()
     cli(host, ADMIN, "FLUSHALL", check=True)
     host.run_expect([0], "seq 1 10000 | sed 's/.*/SET drill:& v&/' > /root/drill.txt")
-    loaded = host.run(f"REDISCLI_AUTH={ADMIN[1]} redis-cli -h 127.0.0.1 --user admin --pipe < /root/drill.txt").stdout
+    loaded = host.run(
+        f"REDISCLI_AUTH={ADMIN[1]} redis-cli {connection(host)} --user admin --pipe < /root/drill.txt"
+    ).stdout
     assert "errors: 0, replies: 10000" in loaded
     assert dbsize(host) == 10000
     host.run_expect([0], "systemctl start apes-redis-backup.service")
@@ -249,6 +393,7 @@ def test_backup_drill_restores_10000_keys(host, run_playbook):
     assert dbsize(host) == 0
     asides_before = host.run(f"ls -d {DATA_DIR}/before-restore-*").stdout.split()
 
+    # The restore reads the TLS settings from the inventory (host_vars), as converge does.
     result = run_playbook(RESTORE, extra_vars={"redis_admin_password": ADMIN[1]}, limit=name)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
@@ -271,34 +416,47 @@ def test_backup_drill_restores_10000_keys(host, run_playbook):
     assert dbsize(host) == 10000
 
 
-def test_bad_input_fails_before_any_change(run_playbook):
+def test_bad_input_fails_before_any_change(host, run_playbook):
     """Each bad input stops the role, naming what is wrong, with nothing changed; a bad ACL never
-    reaches the running server."""
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    hosts = [testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}") for name in HOSTS]
-    before = {h.backend.get_hostname(): h.file("/etc/redis/users.acl").content_string for h in hosts}
+    reaches the running server. One host per run, so that each host's tests stay on one worker."""
+    name = host.backend.get_hostname()
+    before = host.file("/etc/redis/users.acl").content_string
     cases = [
         ({"redis_admin_password": ""}, ["redis_admin_password"]),
         ({"redis_maxmemory": "lots"}, ["redis_maxmemory"]),
         ({"redis_users": [{"name": "app", "password": "short"}]}, ["redis_users", "entry 0 (app)"]),
         ({"redis_port": "not-a-port"}, ["redis_port"]),
+        # TLS: a certificate without its key, a key without its certificate, an unknown mode.
+        ({"redis_tls_enabled": True, "redis_tls_cert_src": "/etc/hostname"}, ["redis_tls_key_src is required"]),
+        ({"redis_tls_enabled": True, "redis_tls_key_src": "/etc/hostname"}, ["redis_tls_cert_src is required"]),
+        ({"redis_tls_enabled": True, "redis_tls_auth_clients": "maybe"}, ["redis_tls_auth_clients"]),
+        # A supplied key that is not the certificate's (the development CA's key with a host's certificate).
+        (
+            {
+                "redis_tls_enabled": True,
+                "redis_tls_cert_src": str(dev_tls_dir() / f"{TLS_HOST}.crt"),
+                "redis_tls_key_src": str(dev_tls_dir() / "ca.key"),
+                "redis_tls_ca_src": str(dev_tls_dir() / "ca.crt"),
+            },
+            ["is not the key of redis_tls_cert_src"],
+        ),
         (
             {"redis_users": [{"name": "app", "password": "molecule-app-secret-1", "commands": "+nosuchcommand"}]},
             ["Unknown command or category name in ACL", "+nosuchcommand"],
         ),
     ]
     for extra, expected in cases:
-        result = run_playbook(SCENARIO / "redis.yml", extra_vars=extra)
+        result = run_playbook(SCENARIO / "redis.yml", extra_vars=extra, limit=name)
         out = result.stdout + result.stderr
         assert result.returncode != 0, f"{extra} was accepted"
         for text in expected:
             assert text in out, f"{text!r} not in output for {extra}: {out[-3000:]}"
         assert "molecule-app-secret-1" not in out, "a password was printed"
-        recaps = re.findall(r"^apes-redis-debian1[23]\s+: .*$", out, re.M)
-        assert len(recaps) == 2, out[-2000:]
-        assert all(re.search(r"changed=0\s", r) for r in recaps), recaps
-    for h in hosts:
-        assert h.file("/etc/redis/users.acl").content_string == before[h.backend.get_hostname()]
-        # The running server still has the good ACL: app works, nothing else was loaded.
-        assert cli(h, APP, "SET", "app:after-bad-input", "1") == "OK"
-        assert "nosuchcommand" not in cli(h, ADMIN, "ACL", "LIST")
+        assert "PRIVATE KEY" not in out, "a key was printed"
+        recaps = re.findall(rf"^{name}\s+: .*$", out, re.M)
+        assert len(recaps) == 1, out[-2000:]
+        assert re.search(r"changed=0\s", recaps[0]), recaps
+    assert host.file("/etc/redis/users.acl").content_string == before
+    # The running server still has the good ACL: app works, nothing else was loaded.
+    assert cli(host, APP, "SET", "app:after-bad-input", "1") == "OK"
+    assert "nosuchcommand" not in cli(host, ADMIN, "ACL", "LIST")

@@ -19,6 +19,18 @@ SENTINEL_LOGIN = ("", "molecule-sentinel-secret-1")  # Sentinel has a password, 
 MASTER_NAME = "apes"
 DOWN_AFTER_MS = 3000  # converge.yml
 FAILOVER_TIMEOUT_MS = 20000
+# converge.yml: TLS only (plaintext ports closed), client certificates required. Every client
+# here verifies the server against the development CA and presents the host's certificate.
+PORT = 6380
+SENTINEL_PORT = 26380
+TLS_DIR = "/etc/redis/tls"
+TLS = f"--tls --cacert {TLS_DIR}/ca.crt --cert {TLS_DIR}/server.crt --key {TLS_DIR}/server.key"
+PY_TLS = {
+    "ssl": True,
+    "ssl_ca_certs": f"{TLS_DIR}/ca.crt",
+    "ssl_certfile": f"{TLS_DIR}/server.crt",
+    "ssl_keyfile": f"{TLS_DIR}/server.key",
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +39,16 @@ def hosts():
     return {name: testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}") for name in HOSTS}
 
 
-def cli(host, user, *args: str, port: int = 6379) -> str:
+def cli(host, user, *args: str, port: int = PORT, tls: str = TLS) -> str:
     """redis-cli as an ACL user (user[0] empty: password only), password in REDISCLI_AUTH."""
     words = " ".join(shlex.quote(a) for a in args)
     login = f"--user {user[0]} " if user[0] else ""
-    result = host.run(f"REDISCLI_AUTH={shlex.quote(user[1])} redis-cli {login}-h 127.0.0.1 -p {port} {words}")
+    result = host.run(f"REDISCLI_AUTH={shlex.quote(user[1])} redis-cli {login}-h 127.0.0.1 -p {port} {tls} {words}")
     return (result.stdout + result.stderr).strip()
 
 
 def sentinel(host, *args: str) -> str:
-    return cli(host, SENTINEL_LOGIN, *args, port=26379)
+    return cli(host, SENTINEL_LOGIN, *args, port=SENTINEL_PORT)
 
 
 def address(host) -> str:
@@ -66,9 +78,10 @@ def write_through_sentinel(host, addresses: dict[str, str], key: str, value: str
     Sentinels for the master and writes there. Prints the address it wrote to."""
     script = f"""
 from redis.sentinel import Sentinel
-s = Sentinel([(a, 26379) for a in {list(addresses.values())!r}],
-             sentinel_kwargs={{"password": {SENTINEL_LOGIN[1]!r}}}, socket_timeout=2)
-m = s.master_for({MASTER_NAME!r}, username={APP[0]!r}, password={APP[1]!r}, socket_timeout=2)
+tls = {PY_TLS!r}
+s = Sentinel([(a, {SENTINEL_PORT}) for a in {list(addresses.values())!r}],
+             sentinel_kwargs={{"password": {SENTINEL_LOGIN[1]!r}, **tls}}, socket_timeout=2, **tls)
+m = s.master_for({MASTER_NAME!r}, username={APP[0]!r}, password={APP[1]!r}, socket_timeout=2, **tls)
 m.set({key!r}, {value!r})
 host, port = s.discover_master({MASTER_NAME!r})
 print(f"{{host}}:{{port}}")
@@ -82,14 +95,14 @@ def address_cache(hosts) -> dict[str, str]:
 
 
 def test_topology_after_converge(hosts, address_cache):
-    master = f"{address_cache[HOSTS[0]]}:6379"
+    master = f"{address_cache[HOSTS[0]]}:{PORT}"
     # The first host of the group redis is the first master; the others replicate from it.
     for name, h in hosts.items():
         wait_for(lambda h=h: sentinel_master(h) == master, 30, f"{name}'s Sentinel to report {master}")
     assert role(hosts[HOSTS[0]])[0] == "master"
     for name in HOSTS[1:]:
         wait_for(
-            lambda name=name: role(hosts[name])[:4] == ["slave", address_cache[HOSTS[0]], "6379", "connected"],
+            lambda name=name: role(hosts[name])[:4] == ["slave", address_cache[HOSTS[0]], str(PORT), "connected"],
             30,
             f"{name} to replicate from the master",
         )
@@ -113,7 +126,13 @@ def test_files_and_access(hosts):
         # Sentinel manages the topology: no replicaof in the role's file.
         assert "\nreplicaof " not in h.file("/etc/redis/redis.conf").content_string
         # Sentinel itself wants a password; a replica refuses writes.
-        assert "NOAUTH" in h.run("redis-cli -p 26379 SENTINEL MASTERS").stdout
+        assert "NOAUTH" in h.run(f"redis-cli -h 127.0.0.1 -p {SENTINEL_PORT} {TLS} SENTINEL MASTERS").stdout
+        # TLS only: the plaintext ports are closed, and a TLS client without a certificate is refused.
+        for port in (6379, 26379):
+            assert "Connection refused" in cli(h, ADMIN, "PING", port=port, tls=""), port
+        no_cert = cli(h, ADMIN, "PING", tls=f"--tls --cacert {TLS_DIR}/ca.crt")
+        assert "PONG" not in no_cert, no_cert
+        assert cli(h, ADMIN, "PING") == "PONG"
     for name in HOSTS[1:]:
         assert "READONLY" in cli(hosts[name], APP, "SET", "app:x", "1")
 
@@ -121,7 +140,7 @@ def test_files_and_access(hosts):
 def test_failover_writes_through_sentinel_and_rerun_changes_nothing(hosts, address_cache, run_playbook):
     old_master_name = HOSTS[0]
     old_master = hosts[old_master_name]
-    old_address = f"{address_cache[old_master_name]}:6379"
+    old_address = f"{address_cache[old_master_name]}:{PORT}"
     assert sentinel_master(hosts[HOSTS[1]]) == old_address
     assert write_through_sentinel(hosts[HOSTS[1]], address_cache, "app:before", "1") == old_address
 
@@ -136,7 +155,7 @@ def test_failover_writes_through_sentinel_and_rerun_changes_nothing(hosts, addre
         )
         elapsed = time.monotonic() - started
         print(f"failover: {old_address} -> {new_address} in {elapsed:.1f} s")
-        new_master_name = next(n for n in HOSTS if f"{address_cache[n]}:6379" == new_address)
+        new_master_name = next(n for n in HOSTS if f"{address_cache[n]}:{PORT}" == new_address)
         new_master = hosts[new_master_name]
         wait_for(lambda: role(new_master)[0] == "master", 10, "the new master to report role master")
 
@@ -150,7 +169,7 @@ def test_failover_writes_through_sentinel_and_rerun_changes_nothing(hosts, addre
     # The old master comes back as a plain master (no replicaof in its file); Sentinel turns it
     # into a replica of the new master.
     wait_for(
-        lambda: role(old_master)[:4] == ["slave", address_cache[new_master_name], "6379", "connected"],
+        lambda: role(old_master)[:4] == ["slave", address_cache[new_master_name], str(PORT), "connected"],
         60,
         "Sentinel to reconfigure the old master as a replica",
     )
