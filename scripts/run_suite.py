@@ -170,7 +170,34 @@ def step_build() -> bool:
         with (LOGS / "build.log").open("a") as fh:
             fh.write(listing)
             fh.write(f"\nforbidden entries: {bad}\n")
-        return not bad
+        if bad:
+            return False
+        return installed_copy_works(artifacts[0], Path(tmp))
+
+
+def installed_copy_works(artifact: Path, tmp: Path) -> bool:
+    """The artifact installs into a clean path, and from there (outside the checkout, without its
+    ansible.cfg) the site and restore playbooks parse with every role resolved by its FQCN and
+    ansible-doc reads the roles' argument specs. The dependencies come from the `ansible` package
+    of the tools' environment (Galaxy is unreachable here: --no-deps)."""
+    target = tmp / "installed"
+    if not run(
+        "build",
+        ["ansible-galaxy", "collection", "install", "--no-deps", "-p", str(target), str(artifact)],
+        cwd=tmp,
+    ):
+        return False
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(target)  # plus the environment's own ansible_collections
+    inventory = ROOT / "inventories" / "local" / "hosts.yml"
+    checks = [
+        ["ansible-playbook", "-i", str(inventory), "--syntax-check", "apes.infra.site"],
+        ["ansible-playbook", "-i", str(inventory), "--syntax-check", "apes.infra.postgresql_restore"],
+        ["ansible-playbook", "-i", str(inventory), "--syntax-check", "apes.infra.redis_restore"],
+        ["ansible-doc", "-t", "role", "apes.infra.postgresql", "apes.infra.redis", "apes.infra.otel_collector"],
+        ["ansible-doc", "apes.infra.pg_tune", "apes.infra.pgbackrest_info"],
+    ]
+    return all(run("build", cmd, cwd=tmp, env=env) for cmd in checks)
 
 
 STATIC_STEPS = [

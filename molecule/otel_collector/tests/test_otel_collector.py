@@ -208,6 +208,22 @@ def test_environment_file_quoting_reaches_the_exporter_intact(agent):
     assert f"REDIS_PASSWORD={REDIS_SECRET}" in environ.splitlines()
 
 
+def test_redis_exporter_uses_tls_with_its_own_copy_of_the_client_certificate(agent):
+    """Redis is TLS only with client certificates (molecule.yml): the exporter connects to 6380 and
+    reads its own copies of the files; Redis's TLS directory stays closed to it."""
+    pid = int(agent.check_output("systemctl show --property=MainPID --value prometheus-redis-exporter.service"))
+    environ = agent.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines()
+    assert "REDIS_ADDR=rediss://127.0.0.1:6380" in environ
+    args = next(line for line in environ if line.startswith("ARGS="))
+    assert "--tls-client-cert-file=/etc/prometheus/redis-exporter-tls/client.crt" in args
+    key = agent.file("/etc/prometheus/redis-exporter-tls/client.key")
+    assert (key.user, key.mode) == ("prometheus", 0o600)
+    assert agent.run("runuser -u prometheus -- cat /etc/redis/tls/server.key").rc != 0
+    # The plaintext port is closed.
+    assert not agent.socket("tcp://0.0.0.0:6379").is_listening
+    assert not agent.socket("tcp://127.0.0.1:6379").is_listening
+
+
 # --- telemetry flows ----------------------------------------------------------------------------
 
 

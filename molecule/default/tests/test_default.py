@@ -1,0 +1,242 @@
+"""The full stack, end to end: site.yml on the local environment's topology.
+
+Tests run in file order: the Redis failover and the in-place restore drill change the cluster,
+so they come after the tests that read it as converge left it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shlex
+import stat
+import time
+from pathlib import Path
+
+import pytest
+import testinfra
+
+PROJECT = Path(__file__).resolve().parents[3]
+SITE = PROJECT / "playbooks" / "site.yml"
+RESTORE = PROJECT / "playbooks" / "postgresql_restore.yml"
+NAMES = ["db1", "db2", "backup1", "cache1", "cache2", "obs1"]
+BACKEND = "/var/lib/otelcol/backend.jsonl"
+MASTER_NAME = "apes"
+
+
+def instance(name: str) -> str:
+    return f"apes-default-{name}"
+
+
+def secrets_dir() -> Path:
+    # group_vars/all/local_env.yml: <inventory directory>/.secrets
+    return Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory" / ".secrets"
+
+
+def secret(name: str) -> str:
+    return (secrets_dir() / name).read_text().split()[0]
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    return {n: testinfra.get_host(f"ansible://{instance(n)}?ansible_inventory={inventory}") for n in NAMES}
+
+
+def wait_for(predicate, timeout: float, what: str, step: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def psql(host, sql: str, db: str = "app", **variables: str) -> str:
+    """SQL through psql's stdin; values go in as psql variables (:'name'), not into the text."""
+    options = " ".join(f"-v {name}={shlex.quote(value)}" for name, value in variables.items())
+    cmd = host.run("echo %s | runuser -u postgres -- psql -v ON_ERROR_STOP=1 -d %s " + options + " -Atq -f -", sql, db)
+    assert cmd.rc == 0, cmd.stderr
+    return cmd.stdout.strip()
+
+
+def address(host) -> str:
+    return host.check_output("ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1")
+
+
+def redis(host, user: str, password_file: str, *args: str, port: int = 6379, target: str = "127.0.0.1") -> str:
+    words = " ".join(shlex.quote(a) for a in args)
+    login = f"--user {user} " if user else ""
+    result = host.run(
+        f"REDISCLI_AUTH={shlex.quote(secret(password_file))} redis-cli {login}-h {target} -p {port} {words}"
+    )
+    return (result.stdout + result.stderr).strip()
+
+
+def sentinel_master(host) -> str:
+    return redis(host, "", "redis_sentinel", "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME, port=26379)
+
+
+def changed_total(output: str) -> int:
+    return sum(int(n) for n in re.findall(r"changed=(\d+)", output))
+
+
+# --- converge as developers get it ----------------------------------------------------------------
+
+
+def test_generated_secrets_are_private():
+    files = [p for p in secrets_dir().rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"postgresql_app", "redis_app", "pgbackrest_cipher_pass", "redis_admin"} <= names
+    for path in files:
+        if path.suffix == ".crt":
+            continue  # certificates are public
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o077 == 0, f"{path} is mode {oct(mode)}"
+
+
+def test_row_written_on_primary_is_read_on_replica(hosts):
+    token = secrets.token_hex(8)
+    psql(hosts["db1"], "CREATE TABLE IF NOT EXISTS app.replicated (token text PRIMARY KEY)")
+    psql(hosts["db1"], "INSERT INTO app.replicated VALUES (:'token')", token=token)
+    assert wait_for(
+        lambda: psql(hosts["db2"], "SELECT count(*) FROM app.replicated WHERE token = :'token'", token=token) == "1",
+        timeout=30,
+        what="the row on the replica",
+    )
+    assert psql(hosts["db2"], "SELECT pg_is_in_recovery()") == "t"
+
+
+WHO_AM_I = "SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+
+
+def test_application_user_over_tls_with_verify_full(hosts):
+    """From the replica's host to the primary over the network, as the README tells developers."""
+    db1 = address(hosts["db1"])
+    ca = hosts["db2"].check_output("ls /etc/postgresql/*/main/tls/ca.crt")
+    result = hosts["db2"].run(
+        f"PGPASSWORD={shlex.quote(secret('postgresql_app'))} psql -Atq "
+        f"'host={db1} dbname=app user=app sslmode=verify-full sslrootcert={ca}' -c {shlex.quote(WHO_AM_I)}"
+    )
+    assert result.rc == 0, result.stderr
+    assert result.stdout.strip() == "app|t"
+
+
+def test_redis_application_user(hosts):
+    master_ip, _port = sentinel_master(hosts["obs1"]).split()
+    master = next(n for n in ("cache1", "cache2") if address(hosts[n]) == master_ip)
+    assert redis(hosts[master], "app", "redis_app", "SET", "app:greeting", "hello") == "OK"
+    assert redis(hosts[master], "app", "redis_app", "GET", "app:greeting") == "hello"
+    assert "NOPERM" in redis(hosts[master], "app", "redis_app", "FLUSHALL")
+    assert "NOPERM" in redis(hosts[master], "app", "redis_app", "SET", "other:key", "x")
+    assert "NOAUTH" in hosts[master].run("redis-cli -h 127.0.0.1 PING").stdout
+
+
+def test_backup_exists_in_the_repository(ansible_module):
+    result = ansible_module(instance("backup1"), "apes.infra.pgbackrest_info", {"stanza": "main", "max_age": "1h"})
+    assert not result.get("failed"), result
+    main = result["stanzas"]["main"]
+    assert main["ok"]
+    assert main["newest"]["full"]["type"] == "full"
+
+
+def _telemetry_hosts(gateway) -> set[str]:
+    text = gateway.run(f"cat {BACKEND}").stdout
+    return set(re.findall(r'"key":"host\.name","value":\{"stringValue":"([^"]+)"', text))
+
+
+def test_telemetry_from_every_host_reaches_the_gateway(hosts):
+    seen = wait_for(
+        lambda: (found := _telemetry_hosts(hosts["obs1"])) >= set(NAMES) and found,
+        timeout=120,
+        step=5,
+        what="telemetry from every host in the gateway's backend file",
+    )
+    assert set(NAMES) <= seen
+
+
+# --- changes: Redis failover, then the restore drill ---------------------------------------------
+
+
+def test_redis_failover_holds_across_a_site_run(hosts, run_playbook, monkeypatch):
+    obs1 = hosts["obs1"]
+    old_ip, _port = sentinel_master(obs1).split()
+    old = next(n for n in ("cache1", "cache2") if address(hosts[n]) == old_ip)
+    new = "cache2" if old == "cache1" else "cache1"
+    hosts[old].check_output("systemctl stop redis-server.service")
+    new_ip = address(hosts[new])
+    wait_for(lambda: sentinel_master(obs1).split()[:1] == [new_ip], timeout=60, what="Sentinel failover")
+    assert redis(hosts[new], "app", "redis_app", "SET", "app:after-failover", "1") == "OK"
+
+    # site.yml (its Redis part) brings the old master back as a replica and flips nothing back.
+    monkeypatch.setenv("ANSIBLE_RUN_TAGS", "redis")
+    first = run_playbook(SITE)
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert sentinel_master(obs1).split()[0] == new_ip
+    assert wait_for(
+        lambda: "role:slave" in redis(hosts[old], "admin", "redis_admin", "INFO", "replication"),
+        timeout=30,
+        what="the old master to replicate the new one",
+    )
+    assert wait_for(
+        lambda: redis(hosts[old], "admin", "redis_admin", "GET", "app:after-failover") == "1",
+        timeout=30,
+        what="the write made after the failover on the old master",
+    )
+    second = run_playbook(SITE)
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert changed_total(second.stdout) == 0, second.stdout[-3000:]
+    assert sentinel_master(obs1).split()[0] == new_ip
+
+
+def test_in_place_restore_drill_brings_the_data_back_and_recloned_replica_follows(hosts, run_playbook):
+    db1, db2 = hosts["db1"], hosts["db2"]
+    psql(db1, "DROP TABLE IF EXISTS app.drill")
+    psql(db1, "CREATE TABLE app.drill AS SELECT g AS id, md5(g::text) AS note FROM generate_series(1, 5000) g")
+    before = psql(db1, "SELECT md5(string_agg(id || note, ',' ORDER BY id)) FROM app.drill")
+    point = f"before_drop_{secrets.token_hex(4)}"
+    psql(db1, "SELECT pg_create_restore_point(:'point')", point=point)
+    psql(db1, "DROP TABLE app.drill")  # the accident
+    # pgbackrest check switches WAL and waits until it is in the repository.
+    check = db1.run("runuser -u postgres -- pgbackrest --stanza=main check")
+    assert check.rc == 0, check.stdout + check.stderr
+
+    result = run_playbook(
+        RESTORE,
+        extra_vars={
+            "postgresql_restore_type": "name",
+            "postgresql_restore_target": point,
+            "postgresql_restore_mode": "in_place",
+            "postgresql_restore_confirm_in_place": True,
+        },
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "Restored backup set" in result.stdout
+
+    assert psql(db1, "SELECT md5(string_agg(id || note, ',' ORDER BY id)) FROM app.drill") == before
+    assert psql(db1, "SELECT pg_is_in_recovery()") == "f"
+    # The replica was re-cloned from the restored primary: it has the table and follows new writes.
+    assert psql(db2, "SELECT pg_is_in_recovery()") == "t"
+    assert psql(db2, "SELECT md5(string_agg(id || note, ',' ORDER BY id)) FROM app.drill") == before
+    token = secrets.token_hex(8)
+    psql(db1, "INSERT INTO app.drill VALUES (0, :'token')", token=token)
+    assert wait_for(
+        lambda: psql(db2, "SELECT count(*) FROM app.drill WHERE note = :'token'", token=token) == "1",
+        timeout=30,
+        what="replication after the re-clone",
+    )
+    # The replica's old data directory was kept aside, not deleted.
+    assert db2.run("ls -d /var/lib/postgresql/*/main.before-reclone-*").rc == 0
+    # Backups continue on the new timeline.
+    check = db1.run("runuser -u postgres -- pgbackrest --stanza=main check")
+    assert check.rc == 0, check.stdout + check.stderr
+
+
+def test_json_lines_in_the_backend_are_valid(hosts):
+    lines = [line for line in hosts["obs1"].file(BACKEND).content_string.splitlines() if line.strip()]
+    assert lines
+    for line in lines[:50]:
+        json.loads(line)
