@@ -12,6 +12,7 @@ Called by scripts/test after the bootstrap, inside the virtual environment.
 from __future__ import annotations
 
 import fcntl
+import http.client
 import json
 import os
 import shutil
@@ -20,7 +21,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -68,12 +68,16 @@ def ensure_get_pip_standin() -> None:
     if target.exists():
         return
     cache.mkdir(parents=True, exist_ok=True)
-    url = f"https://ci-files.testing.ansible.com/ansible-test/get-pip-{PIP_FOR_ANSIBLE_TEST}.py"
+    host, path = "ci-files.testing.ansible.com", f"/ansible-test/get-pip-{PIP_FOR_ANSIBLE_TEST}.py"
+    url = f"https://{host}{path}"
     try:
-        with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - fixed https URL
+        conn = http.client.HTTPSConnection(host, timeout=10)
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        if resp.status == 200:
             target.write_bytes(resp.read())
-        return
-    except OSError:
+            return
+    except (OSError, http.client.HTTPException):
         pass
     wheel = f"pip-{PIP_FOR_ANSIBLE_TEST}-py3-none-any.whl"
     if not (cache / wheel).exists():
@@ -245,7 +249,8 @@ def main(argv: list[str]) -> int:
         t0 = time.monotonic()
         try:
             ok = fn(*args)
-        except Exception as exc:  # noqa: BLE001 - a crashed step is a failed step, with its reason
+        except (OSError, ValueError, RuntimeError, subprocess.SubprocessError) as exc:
+            # a crashed step is a failed step, with its reason
             with (LOGS / f"{label.replace(' ', '-')}.log").open("a") as fh:
                 fh.write(f"\nstep crashed: {exc!r}\n")
             ok = False
