@@ -8,6 +8,8 @@ Removes the local environment (`playbooks/local_env_down.yml`; its secrets stay)
                 facts gathered only where a role needs them); goal: under 30 s with 0 changed
   no pipelining the same with ANSIBLE_PIPELINING=false, to show what the setting is worth
   tags redis    site.yml --tags redis (one role's share of a re-run)
+  installed     apes.infra.site from the Galaxy artifact installed into a clean path, run from
+                outside the checkout (no ansible.cfg of ours; roles by FQCN), once
 
 Each line gives the wall time and the changed count per host. Nothing here asserts anything.
 
@@ -24,6 +26,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,11 +34,15 @@ PROJECT = Path(__file__).resolve().parent.parent
 INVENTORY = PROJECT / "inventories" / "local" / "hosts.yml"
 
 
-def playbook(path: str, env: dict | None = None) -> tuple[float, dict[str, int]]:
-    cmd = ["ansible-playbook", "-i", str(INVENTORY), str(PROJECT / path)]
-    full_env = dict(os.environ, ANSIBLE_NOCOLOR="1", **(env or {}))
+def playbook(
+    path: str, env: dict | None = None, cwd: Path = PROJECT, clean_env: bool = False
+) -> tuple[float, dict[str, int]]:
+    target = path if "/" not in path and not path.endswith(".yml") else str(PROJECT / path)
+    cmd = ["ansible-playbook", "-i", str(INVENTORY), target]
+    base = {k: v for k, v in os.environ.items() if not (clean_env and k.startswith("ANSIBLE_"))}
+    full_env = dict(base, ANSIBLE_NOCOLOR="1", **(env or {}))
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=PROJECT, env=full_env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, check=False)
     elapsed = time.monotonic() - start
     if proc.returncode != 0:
         sys.exit(f"{path} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
@@ -70,6 +77,27 @@ def main() -> None:
         line("idempotent", [playbook("site.yml") for _run in range(args.runs)])
         line("no pipelining", [playbook("site.yml", {"ANSIBLE_PIPELINING": "false"}) for _run in range(args.runs)])
         line("tags redis", [playbook("site.yml", {"ANSIBLE_RUN_TAGS": "redis"}) for _run in range(args.runs)])
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run(
+                ["ansible-galaxy", "collection", "build", "--output-path", tmp],
+                cwd=PROJECT,
+                check=True,
+                capture_output=True,
+            )
+            artifact = next(Path(tmp).glob("apes-infra-*.tar.gz"))
+            subprocess.run(
+                ["ansible-galaxy", "collection", "install", "--no-deps", "-p", f"{tmp}/collections", str(artifact)],
+                cwd=tmp,
+                check=True,
+                capture_output=True,
+            )
+            print(f"installed copy: {artifact.name} in {tmp}/collections", flush=True)
+            settings = {
+                "ANSIBLE_COLLECTIONS_PATH": f"{tmp}/collections",
+                "ANSIBLE_PIPELINING": "true",
+                "ANSIBLE_FORKS": "20",
+            }
+            line("installed", [playbook("apes.infra.site", settings, cwd=Path(tmp), clean_env=True)])
     finally:
         print(f"load average after: {os.getloadavg()[0]:.2f}", flush=True)
         if not args.keep:
