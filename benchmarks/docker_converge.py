@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import re
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _recap import changed_per_host
 
 PROJECT = Path(__file__).resolve().parent.parent
 SCENARIO = "docker"
@@ -70,10 +71,7 @@ def converge(tags: str | None = None) -> tuple[float, dict[str, int]]:
     elapsed = time.monotonic() - start
     if proc.returncode != 0:
         sys.exit(f"converge failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
-    changed = {
-        m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", proc.stdout, re.M)
-    }
-    return elapsed, changed
+    return elapsed, changed_per_host(proc.stdout)
 
 
 def line(label: str, seconds: list[float], changed: dict[str, int]) -> None:

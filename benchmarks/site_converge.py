@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _recap import changed_per_host
 
 PROJECT = Path(__file__).resolve().parent.parent
 INVENTORY = PROJECT / "inventories" / "local" / "hosts.yml"
@@ -46,10 +47,7 @@ def playbook(
     elapsed = time.monotonic() - start
     if proc.returncode != 0:
         sys.exit(f"{path} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
-    changed = {
-        m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", proc.stdout, re.M)
-    }
-    return elapsed, changed
+    return elapsed, changed_per_host(proc.stdout)
 
 
 def line(label: str, runs: list[tuple[float, dict[str, int]]]) -> None:

@@ -83,6 +83,7 @@ ensure_docker() {
     docker info >/dev/null 2>&1 && return 0
     sleep 1
   done
+  # Best effort: show why, then fail with the message below (a missing log must not hide it).
   tail -n 20 "$APES_CACHE/dockerd.log" >&2 || true
   die "the Docker engine did not answer within 60 s"
 }
@@ -91,6 +92,7 @@ docker_bridge_ip() {
   # The host's address on Docker's default bridge (docker0), where test containers find the
   # apt proxy. Docker 20.10 does not always record the gateway in the network's IPAM config.
   local ip
+  # Empty when not recorded: the docker0 lookup below takes over.
   ip="$(docker network inspect bridge -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}' 2>/dev/null || true)"
   if [[ -z "$ip" ]]; then
     ip="$(ip -4 -o addr show dev docker0 2>/dev/null | awk '{split($4, a, "/"); print a[1]; exit}')"
@@ -146,6 +148,7 @@ ensure_image() {
   # ensure_image <debian major> <suite>
   local major="$1" suite="$2" tag="apes-infra/debian:$1" want have tarball tmp
   want="$(image_inputs_hash "$suite")"
+  # Empty when the image does not exist yet: it is then built below.
   have="$(docker image inspect -f '{{index .Config.Labels "org.apes-infra.inputs"}}' "$tag" 2>/dev/null || true)"
   [[ "$have" == "$want" ]] && return 0
   tarball="$APES_CACHE/images/debian-$major-$want.tar"

@@ -227,6 +227,8 @@ def test_redis_exporter_uses_tls_with_its_own_copy_of_the_client_certificate(age
 # --- telemetry flows ----------------------------------------------------------------------------
 
 
+# The gateway creates its backend file on the first flush: until then `cat` fails, and the wait
+# goes on (run, not check_output).
 def test_span_over_otlp_http_reaches_the_gateway(agent, gateway):
     trace_id = secrets.token_hex(16)
     span = {
@@ -254,7 +256,7 @@ def test_span_over_otlp_http_reaches_the_gateway(agent, gateway):
     agent.check_output(
         f"curl -fsS -X POST -H 'Content-Type: application/json' -d '{payload}' http://127.0.0.1:4318/v1/traces"
     )
-    assert wait_for(lambda: trace_id in gateway.check_output(f"cat {BACKEND} 2>/dev/null || true"), timeout=60)
+    assert wait_for(lambda: trace_id in gateway.run(f"cat {BACKEND}").stdout, timeout=60)
     record = next(line for line in gateway.file(BACKEND).content_string.splitlines() if trace_id in line)
     # The agent stamped its host name on the way.
     assert AGENT in record
@@ -301,7 +303,7 @@ def test_postgresql_log_lines_reach_the_gateway(agent, gateway):
     """filelog reads Debian's PostgreSQL log (group adm) from inside the sandbox."""
     marker = f"molecule_marker_{secrets.token_hex(6)}"
     agent.run(f'runuser -u postgres -- psql -c "SELECT 1/0 AS {marker}"')
-    assert wait_for(lambda: marker in gateway.check_output(f"cat {BACKEND} 2>/dev/null || true"), timeout=60)
+    assert wait_for(lambda: marker in gateway.run(f"cat {BACKEND}").stdout, timeout=60)
 
 
 # --- changes: reload, bad config, bad input -----------------------------------------------------
