@@ -31,32 +31,73 @@ as_root() {
   if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
 }
 
-apt_install() {
-  # Installs Debian packages on this (controller) machine when missing.
-  local missing=()
+# Serializes a command against every other apes.infra script on this machine that takes the
+# same lock (a file under APES_CACHE/locks): parallel steps and concurrent commands wait
+# instead of racing.   with_lock NAME COMMAND...
+with_lock() {
+  local name="$1" fd
+  shift
+  mkdir -p "$APES_CACHE/locks"
+  exec {fd}>"$APES_CACHE/locks/$name.lock"
+  flock "$fd"
+  local rc=0
+  "$@" || rc=$?
+  exec {fd}>&-
+  return "$rc"
+}
+
+# apt and dpkg wait for each other's lock instead of failing on it (another apt-get of ours,
+# unattended-upgrades, an operator's shell).
+APES_APT_LOCK_TIMEOUT="${APES_APT_LOCK_TIMEOUT:-600}"
+apt_get() {
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o "DPkg::Lock::Timeout=$APES_APT_LOCK_TIMEOUT" "$@"
+}
+
+_apt_install() {
+  local missing=() pkg
   for pkg in "$@"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   [[ ${#missing[@]} -eq 0 ]] && return 0
   log "installing ${missing[*]} from Debian's archive"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_get update -qq
+  apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+apt_install() {
+  # Installs Debian packages on this (controller) machine when missing; one apt at a time.
+  with_lock apt _apt_install "$@"
 }
 
 hash_of() { cat "$@" | sha256sum | cut -c1-12; }
 
+# Starts a long-running daemon detached from this script: its own session, and none of our
+# file descriptors (a lock held by with_lock must not live on in the daemon).
+daemonize() {
+  local close_fds="for f in /proc/\$\$/fd/*; do n=\${f##*/}; [[ \$n -gt 2 ]] && eval \"exec \$n>&-\"; done"
+  as_root setsid --fork bash -c "$close_fds; exec \"\$@\"" daemon "$@" </dev/null >>"$APES_CACHE/daemons.log" 2>&1
+}
+
 # --- Python virtual environment with the pinned tools ----------------------------------------
+_venv_path() {
+  echo "$APES_CACHE/venv-$(hash_of "$APES_ROOT/requirements-dev.txt" <("$APES_PYTHON" -c 'import sys; print(sys.version)'))"
+}
+
+_create_venv() {
+  local venv="$1"
+  [[ -f "$venv/.complete" ]] && return 0
+  log "creating virtual environment $venv"
+  rm -rf "$venv"
+  "$APES_PYTHON" -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check --cache-dir "$APES_CACHE/pip" -r "$APES_ROOT/requirements-dev.txt"
+  touch "$venv/.complete"
+}
+
 ensure_venv() {
-  local req="$APES_ROOT/requirements-dev.txt" venv
-  venv="$APES_CACHE/venv-$(hash_of "$req" <("$APES_PYTHON" -c 'import sys; print(sys.version)'))"
+  local venv
   mkdir -p "$APES_CACHE"
-  if [[ ! -f "$venv/.complete" ]]; then
-    log "creating virtual environment $venv"
-    rm -rf "$venv"
-    "$APES_PYTHON" -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check --cache-dir "$APES_CACHE/pip" -r "$req"
-    touch "$venv/.complete"
-  fi
+  venv="$(_venv_path)"
+  [[ -f "$venv/.complete" ]] || with_lock venv _create_venv "$venv"
   APES_VENV="$venv"
   export APES_VENV
   export PATH="$venv/bin:$PATH"
@@ -64,28 +105,30 @@ ensure_venv() {
 }
 
 # --- Docker engine -----------------------------------------------------------------------------
-ensure_docker() {
-  if docker info >/dev/null 2>&1; then return 0; fi
-  if ! command -v dockerd >/dev/null 2>&1; then
-    apt_install docker.io
-  fi
+_start_docker() {
+  docker info >/dev/null 2>&1 && return 0
   if [[ -d /run/systemd/system ]]; then
     log "starting the Docker engine with systemd"
     as_root systemctl start docker
   else
     # No systemd on this machine (PID 1 is something else): run dockerd in the background.
     log "starting dockerd in the background (log: $APES_CACHE/dockerd.log)"
-    mkdir -p "$APES_CACHE"
-    as_root bash -c "nohup dockerd >>'$APES_CACHE/dockerd.log' 2>&1 </dev/null &"
+    daemonize bash -c "exec dockerd >>'$APES_CACHE/dockerd.log' 2>&1"
   fi
   local _try
   for _try in $(seq 60); do
     docker info >/dev/null 2>&1 && return 0
     sleep 1
   done
-  # Best effort: show why, then fail with the message below (a missing log must not hide it).
-  tail -n 20 "$APES_CACHE/dockerd.log" >&2 || true
+  [[ -f "$APES_CACHE/dockerd.log" ]] && tail -n 20 "$APES_CACHE/dockerd.log" >&2
   die "the Docker engine did not answer within 60 s"
+}
+
+ensure_docker() {
+  docker info >/dev/null 2>&1 && return 0
+  command -v dockerd >/dev/null 2>&1 || apt_install docker.io
+  mkdir -p "$APES_CACHE"
+  with_lock docker _start_docker
 }
 
 docker_bridge_ip() {
@@ -101,21 +144,18 @@ docker_bridge_ip() {
 }
 
 # --- apt cache for test containers: apt-cacher-ng on the docker0 address ----------------------
-ensure_apt_proxy() {
-  local ip
-  ip="$(docker_bridge_ip)"
-  [[ -n "$ip" ]] || die "cannot read the address of Docker's default bridge"
-  if (exec 3<>"/dev/tcp/$ip/$APES_APT_PROXY_PORT") 2>/dev/null; then return 0; fi
-  apt_install apt-cacher-ng
-  local dir="$APES_CACHE/apt-cacher-ng"
-  as_root mkdir -p "$dir/cache" "$dir/log" "$dir/run"
+_apt_proxy_answers() { (exec 3<>"/dev/tcp/$1/$APES_APT_PROXY_PORT") 2>/dev/null; }
+
+_start_apt_proxy() {
+  local ip="$1" dir="$APES_CACHE/apt-cacher-ng"
+  _apt_proxy_answers "$ip" && return 0
+  as_root mkdir -p "$dir/cache" "$dir/log" "$dir/run" "$dir/conf"
   as_root chown -R apt-cacher-ng: "$dir"
   log "starting apt-cacher-ng on $ip:$APES_APT_PROXY_PORT (cache: $dir/cache)"
   # Our own configuration, not the package's: its Debian backend list points at mirrors that may
   # be unreachable (ftp.debian.org); without remapping, every URL is cached as requested.
   # Bound to loopback and the docker0 address only: containers on any Docker network reach the
   # host's docker0 address through INPUT, nothing outside this machine can.
-  as_root mkdir -p "$dir/conf"
   as_root tee "$dir/conf/acng.conf" >/dev/null <<CONF
 CacheDir: $dir/cache
 LogDir: $dir/log
@@ -125,15 +165,23 @@ SocketPath: $dir/run/socket
 Port: $APES_APT_PROXY_PORT
 BindAddress: 127.0.0.1 $ip
 ExThreshold: 30
-ForeGround: 0
+ForeGround: 1
 CONF
-  as_root runuser -u apt-cacher-ng -- /usr/sbin/apt-cacher-ng -c "$dir/conf"
+  daemonize runuser -u apt-cacher-ng -- /usr/sbin/apt-cacher-ng -c "$dir/conf"
   local _try
-  for _try in $(seq 20); do
-    (exec 3<>"/dev/tcp/$ip/$APES_APT_PROXY_PORT") 2>/dev/null && return 0
+  for _try in $(seq 40); do
+    _apt_proxy_answers "$ip" && return 0
     sleep 0.5
   done
   die "apt-cacher-ng did not start; see $dir/log"
+}
+
+ensure_apt_proxy() {
+  local ip
+  ip="$(docker_bridge_ip)"
+  [[ -n "$ip" ]] || die "cannot read the address of Docker's default bridge"
+  _apt_proxy_answers "$ip" && return 0
+  with_lock apt-proxy _start_apt_proxy "$ip"
 }
 
 # --- systemd base images (debootstrap, cached) ---------------------------------------------------
@@ -144,25 +192,40 @@ image_inputs_hash() {
   hash_of "$APES_ROOT/images/customize.sh" <(echo "$1 $APES_IMAGE_PACKAGES $(docker_bridge_ip)")
 }
 
-ensure_image() {
-  # ensure_image <debian major> <suite>
-  local major="$1" suite="$2" tag="apes-infra/debian:$1" want have tarball tmp
-  want="$(image_inputs_hash "$suite")"
-  # Empty when the image does not exist yet: it is then built below.
-  have="$(docker image inspect -f '{{index .Config.Labels "org.apes-infra.inputs"}}' "$tag" 2>/dev/null || true)"
-  [[ "$have" == "$want" ]] && return 0
+_image_current() {
+  # _image_current TAG WANT: the image exists and was built from these inputs.
+  [[ "$(docker image inspect -f '{{index .Config.Labels "org.apes-infra.inputs"}}' "$1" 2>/dev/null)" == "$2" ]]
+}
+
+_remove_build_root() {
+  # Unmount whatever debootstrap left mounted inside (proc, sys, dev/pts) before removing.
+  local dir="$1" mnt
+  [[ -d "$dir" ]] || return 0
+  for mnt in $(findmnt -rn -o TARGET | grep -F "$dir/" | sort -r); do
+    as_root umount -l "$mnt"
+  done
+  as_root rm -rf --one-file-system "$dir" "$dir.log"
+}
+
+_build_image() {
+  local major="$1" suite="$2" tag="apes-infra/debian:$1" want="$3" tarball tmp
+  _image_current "$tag" "$want" && return 0
   tarball="$APES_CACHE/images/debian-$major-$want.tar"
   if [[ ! -f "$tarball" ]]; then
-    apt_install debootstrap
+    command -v debootstrap >/dev/null 2>&1 || die "debootstrap is missing (ensure_host_tools installs it)"
     log "building the Debian $major ($suite) base image with debootstrap"
     tmp="$(mktemp -d "$APES_CACHE/images/build-$suite.XXXX")"
+    __apes_build_root="$tmp"
+    trap '_remove_build_root "$__apes_build_root"' EXIT
+    trap 'exit 143' TERM INT
     as_root debootstrap --variant=minbase --include="$APES_IMAGE_PACKAGES" "$suite" "$tmp" \
       "$APES_DEBIAN_MIRROR" >"$tmp.log" 2>&1 || { tail -n 30 "$tmp.log" >&2; die "debootstrap $suite failed"; }
     as_root env APES_APT_PROXY="http://$(docker_bridge_ip):$APES_APT_PROXY_PORT" \
       bash "$APES_ROOT/images/customize.sh" "$tmp" "$suite" "$APES_DEBIAN_MIRROR"
     as_root tar -C "$tmp" -cf "$tarball.part" .
     mv "$tarball.part" "$tarball"
-    as_root rm -rf "$tmp" "$tmp.log"
+    _remove_build_root "$tmp"
+    trap - EXIT TERM INT
   fi
   log "importing $tag"
   docker import \
@@ -172,19 +235,78 @@ ensure_image() {
   find "$APES_CACHE/images" -maxdepth 1 -name "debian-$major-*.tar" ! -name "debian-$major-$want.tar" -delete
 }
 
-ensure_images() {
+ensure_image() {
+  # ensure_image <debian major> <suite>; one builder per image on this machine at a time.
+  local want
+  want="$(image_inputs_hash "$2")"
+  _image_current "apes-infra/debian:$1" "$want" && return 0
   mkdir -p "$APES_CACHE/images"
-  ensure_image 12 bookworm &
-  local p1=$!
-  ensure_image 13 trixie &
-  local p2=$!
-  wait "$p1" || die "building the Debian 12 image failed"
-  wait "$p2" || die "building the Debian 13 image failed"
+  with_lock "image-$1" _build_image "$1" "$2" "$want"
 }
 
-# Tools the test suite calls outside the virtual environment (ansible-test's shellcheck test).
+# Runs named steps at once, each in its own process group with its output in a log file.
+# When one fails, the others are stopped (no orphans), and the failed step's name and the tail of
+# its log are printed. Interrupting the caller stops them all too.
+#   run_parallel NAME 'COMMAND' [NAME 'COMMAND' ...]   (commands run with scripts/lib.sh loaded)
+run_parallel() {
+  local -A pids=() logs=()
+  local name dir
+  dir="$(mktemp -d "${TMPDIR:-/tmp}/apes-parallel.XXXX")"
+  while [[ $# -gt 0 ]]; do
+    name="$1"
+    logs[$name]="$dir/$name.log"
+    setsid bash -c "source '$APES_ROOT/scripts/lib.sh'; $2" >"${logs[$name]}" 2>&1 &
+    pids[$name]=$!
+    shift 2
+  done
+  _stop_parallel() {
+    local p
+    for p in "$@"; do kill -TERM -- "-$p" 2>/dev/null || true; done  # already gone is fine
+    for p in "$@"; do wait "$p" 2>/dev/null || true; done            # reap; their status is moot
+  }
+  trap '_stop_parallel "${pids[@]}"; exit 130' INT TERM
+  local done_pid rc failed=""
+  while [[ ${#pids[@]} -gt 0 ]]; do
+    rc=0
+    wait -n -p done_pid "${pids[@]}" || rc=$?
+    for name in "${!pids[@]}"; do
+      [[ ${pids[$name]} == "$done_pid" ]] || continue
+      unset "pids[$name]"
+      if [[ $rc -ne 0 ]]; then
+        failed="$name"
+      else
+        log "$name: done"
+      fi
+    done
+    if [[ -n "$failed" ]]; then
+      [[ ${#pids[@]} -gt 0 ]] && { log "stopping ${!pids[*]}"; _stop_parallel "${pids[@]}"; }
+      trap - INT TERM
+      printf 'ERROR: step %s failed (exit %s); last lines of %s:\n' "$failed" "$rc" "${logs[$failed]}" >&2
+      tail -n 40 "${logs[$failed]}" >&2
+      return 1
+    fi
+  done
+  trap - INT TERM
+  rm -rf "$dir"
+}
+
+ensure_images() {
+  local want12 want13
+  want12="$(image_inputs_hash bookworm)" want13="$(image_inputs_hash trixie)"
+  if _image_current apes-infra/debian:12 "$want12" && _image_current apes-infra/debian:13 "$want13"; then
+    return 0
+  fi
+  run_parallel debian-12-image 'ensure_image 12 bookworm' debian-13-image 'ensure_image 13 trixie'
+}
+
+# Every tool this machine needs outside the virtual environment, installed once and before any
+# parallel step: git, shellcheck (ansible-test), gnupg and openssl (docker scenario), debootstrap
+# (base images), apt-cacher-ng (package cache for the containers), Debian's docker.io when no
+# Docker engine is installed, faketime (unit tests with the clock moved).
 ensure_host_tools() {
-  apt_install shellcheck git gnupg openssl
+  local pkgs=(shellcheck git gnupg openssl debootstrap apt-cacher-ng faketime)
+  command -v dockerd >/dev/null 2>&1 || pkgs+=(docker.io)
+  apt_install "${pkgs[@]}"
 }
 
 bootstrap_all() {

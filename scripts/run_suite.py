@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,15 @@ LOGS = CACHE / "logs" / RUN_ID
 DURATIONS = CACHE / "durations.json"
 PIP_FOR_ANSIBLE_TEST = "24.2"
 
+# A step or scenario that runs past its limit is stopped and fails, with the tail of its log in the
+# summary; the suite as a whole must stay inside CI's 90 minutes.
+STEP_TIMEOUT = int(os.environ.get("APES_STEP_TIMEOUT", "1200"))
+SCENARIO_TIMEOUT = int(os.environ.get("APES_SCENARIO_TIMEOUT", "1500"))
+
 _print_lock = threading.Lock()
+_running: set[subprocess.Popen] = set()
+_running_lock = threading.Lock()
+ABORT = threading.Event()  # set when the suite stops: no new command starts
 
 
 def say(msg: str) -> None:
@@ -39,13 +48,59 @@ def say(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run(name: str, cmd: list[str], cwd: Path = ROOT, env: dict | None = None) -> bool:
+def _stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
+    """Stop a command and everything it started (its own process group): TERM, then KILL."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run(
+    name: str,
+    cmd: list[str],
+    cwd: Path = ROOT,
+    env: dict | None = None,
+    timeout: float | None = None,
+    cleanup: bool = False,
+) -> bool:
+    """Run cmd with its output appended to the step's log; False when it fails or runs past timeout.
+
+    Once the suite is stopping, only cleanup commands still start."""
+    timeout = STEP_TIMEOUT if timeout is None else timeout
     log = LOGS / f"{name}.log"
     with log.open("ab") as fh:
-        fh.write(f"$ {' '.join(cmd)}  (cwd {cwd})\n".encode())
+        fh.write(f"$ {' '.join(cmd)}  (cwd {cwd}, limit {timeout:.0f} s)\n".encode())
         fh.flush()
-        proc = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False)
+        with _running_lock:
+            if ABORT.is_set() and not cleanup:
+                fh.write(b"not started: the suite is stopping\n")
+                return False
+            proc = subprocess.Popen(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            _running.add(proc)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop_group(proc)
+            fh.write(f"\nTIMEOUT: stopped after {timeout:.0f} s: {' '.join(cmd)}\n".encode())
+            return False
+        finally:
+            with _running_lock:
+                _running.discard(proc)
     return proc.returncode == 0
+
+
+def stop_everything() -> None:
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        _stop_group(proc, grace=5)
 
 
 def tracked_files() -> list[str]:
@@ -220,10 +275,39 @@ def scenarios() -> list[str]:
 
 
 def step_scenario(name: str) -> bool:
-    return run(f"molecule-{name}", ["molecule", "test", "-s", name])
+    if run(f"molecule-{name}", ["molecule", "test", "-s", name], timeout=SCENARIO_TIMEOUT):
+        return True
+    # Failed or stopped half-way: remove its containers so that they hold no memory or names.
+    run(f"molecule-{name}", ["molecule", "destroy", "-s", name], timeout=300, cleanup=True)
+    return False
 
 
 # --- driver ----------------------------------------------------------------------------------
+
+
+def _log_of(label: str) -> Path:
+    return LOGS / f"{label.replace(' ', '-')}.log"
+
+
+def _summary(order: list[str], results: dict[str, tuple[bool, float]], total: float) -> list[str]:
+    width = max([len(n) for n in order] + [len("total (wall clock)")])
+    print()
+    print(f"{'step':<{width}}  result   seconds")
+    print(f"{'-' * width}  -------  -------")
+    for n in order:
+        if n in results:
+            ok, secs = results[n]
+            print(f"{n:<{width}}  {'pass' if ok else 'FAIL':<7}  {secs:7.0f}")
+        else:
+            print(f"{n:<{width}}  {'not run':<7}  {'':>7}")
+    print(f"{'total (wall clock)':<{width}}  {'':<7}  {total:7.0f}")
+    failed = [n for n in order if n in results and not results[n][0]]
+    for n in failed:
+        log = _log_of(n)
+        print(f"\n--- last lines of {log} ---")
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        print("\n".join(lines[-60:]))
+    return failed
 
 
 def main(argv: list[str]) -> int:
@@ -243,58 +327,56 @@ def main(argv: list[str]) -> int:
     previous = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
     todo.sort(key=lambda s: -previous.get(f"molecule {s}", 300))
     results: dict[str, tuple[bool, float]] = {}
+    order = [n for n, _fn in static] + [f"molecule {s}" for s in todo]
 
     def timed(label: str, fn, *args) -> bool:
         say(f"start {label}")
         t0 = time.monotonic()
+        ok = False
         try:
             ok = fn(*args)
         except (OSError, ValueError, RuntimeError, subprocess.SubprocessError) as exc:
-            # a crashed step is a failed step, with its reason
-            with (LOGS / f"{label.replace(' ', '-')}.log").open("a") as fh:
+            # a crashed step is a failed step, with its reason (anything else fails it too, in finally)
+            with _log_of(label).open("a") as fh:
                 fh.write(f"\nstep crashed: {exc!r}\n")
-            ok = False
-        results[label] = (ok, time.monotonic() - t0)
-        say(f"{'PASS' if ok else 'FAIL'} {label} ({results[label][1]:.0f} s)")
+        finally:
+            results[label] = (ok, time.monotonic() - t0)
+            say(f"{'PASS' if ok else 'FAIL'} {label} ({results[label][1]:.0f} s)")
         return ok
 
     def static_lane() -> None:
         for n, f in static:
             timed(n, f)
 
+    def interrupted(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
     jobs = max(1, int(os.environ.get("APES_JOBS", "3")))
     t_start = time.monotonic()
-    say(f"logs: {LOGS}")
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    say(f"logs: {LOGS} (limits: {STEP_TIMEOUT} s per step, {SCENARIO_TIMEOUT} s per scenario)")
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
         futures = []
         if static:
             futures.append(pool.submit(static_lane))
         futures.extend(pool.submit(timed, f"molecule {s}", step_scenario, s) for s in todo)
         for fut in futures:
             fut.result()
-    total = time.monotonic() - t_start
-
-    order = [n for n, _fn in static] + [f"molecule {s}" for s in todo]
-    width = max([len(n) for n in order] + [len("total (wall clock)")])
-    print()
-    print(f"{'step':<{width}}  result  seconds")
-    print(f"{'-' * width}  ------  -------")
-    for n in order:
-        ok, secs = results[n]
-        print(f"{n:<{width}}  {'pass' if ok else 'FAIL':<6}  {secs:7.0f}")
-    print(f"{'total (wall clock)':<{width}}  {'':<6}  {total:7.0f}")
-    failed = [n for n in order if not results[n][0]]
-    for n in failed:
-        log = LOGS / f"{n.replace(' ', '-')}.log"
-        print(f"\n--- last lines of {log} ---")
-        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
-        print("\n".join(lines[-60:]))
-    previous.update({n: results[n][1] for n in order if results[n][0]})
-    tmp = DURATIONS.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(previous, indent=1))
-    tmp.replace(DURATIONS)
-    print(f"\nlogs: {LOGS}")
-    return 1 if failed else 0
+    finally:
+        # Normally everything has finished here. After an interruption or a crash of the runner
+        # itself: start nothing more, stop what runs, and still print the table.
+        ABORT.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_everything()
+        pool.shutdown(wait=True)
+        failed = _summary(order, results, time.monotonic() - t_start)
+        previous.update({n: results[n][1] for n in order if n in results and results[n][0]})
+        tmp = DURATIONS.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(previous, indent=1))
+        tmp.replace(DURATIONS)
+        print(f"\nlogs: {LOGS}")
+    return 1 if failed or len(results) < len(order) else 0
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ attributes:
       - In check mode the candidate is validated too (from a temporary file) when dockerd is installed.
   diff_mode:
     support: full
+  idempotent:
+    support: full
 options:
   settings:
     description: The daemon settings (the whole file; keys as in C(daemon.json)).

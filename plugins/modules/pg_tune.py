@@ -70,6 +70,8 @@ attributes:
     support: N/A
     details:
       - The module only reads the host.
+  idempotent:
+    support: full
 options:
   profile:
     description:

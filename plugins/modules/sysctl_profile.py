@@ -32,6 +32,8 @@ attributes:
     support: full
     details:
       - The diff shows the drop-in file before and after, and the live values that change.
+  idempotent:
+    support: full
 options:
   parameters:
     description:

@@ -12,7 +12,6 @@ import re
 import secrets
 import shlex
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -43,16 +42,6 @@ def secret(name: str) -> str:
 def hosts():
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     return {n: testinfra.get_host(f"ansible://{instance(n)}?ansible_inventory={inventory}") for n in NAMES}
-
-
-def wait_for(predicate, timeout: float, what: str, step: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def psql(host, sql: str, db: str = "app", **variables: str) -> str:
@@ -98,7 +87,7 @@ def test_generated_secrets_are_private():
         assert mode & 0o077 == 0, f"{path} is mode {oct(mode)}"
 
 
-def test_row_written_on_primary_is_read_on_replica(hosts):
+def test_row_written_on_primary_is_read_on_replica(hosts, wait_for):
     token = secrets.token_hex(8)
     psql(hosts["db1"], "CREATE TABLE IF NOT EXISTS app.replicated (token text PRIMARY KEY)")
     psql(hosts["db1"], "INSERT INTO app.replicated VALUES (:'token')", token=token)
@@ -135,8 +124,10 @@ def test_redis_application_user(hosts):
     assert "NOAUTH" in hosts[master].run("redis-cli -h 127.0.0.1 PING").stdout
 
 
-def test_backup_exists_in_the_repository(ansible_module):
-    result = ansible_module(instance("backup1"), "apes.infra.pgbackrest_info", {"stanza": "main", "max_age": "1h"})
+def test_backup_exists_in_the_repository(ansible_module, seconds_since_created):
+    # The backup was taken during this run: younger than the repository host's container.
+    max_age = seconds_since_created(instance("backup1"))
+    result = ansible_module(instance("backup1"), "apes.infra.pgbackrest_info", {"stanza": "main", "max_age": max_age})
     assert not result.get("failed"), result
     main = result["stanzas"]["main"]
     assert main["ok"]
@@ -148,7 +139,7 @@ def _telemetry_hosts(gateway) -> set[str]:
     return set(re.findall(r'"key":"host\.name","value":\{"stringValue":"([^"]+)"', text))
 
 
-def test_telemetry_from_every_host_reaches_the_gateway(hosts):
+def test_telemetry_from_every_host_reaches_the_gateway(hosts, wait_for):
     """Each collector stamps host.name (its inventory name) on what it sends; the gateway's own
     telemetry counts too."""
     expected = {instance(n) for n in NAMES}
@@ -164,7 +155,7 @@ def test_telemetry_from_every_host_reaches_the_gateway(hosts):
 # --- changes: Redis failover, then the restore drill ---------------------------------------------
 
 
-def test_redis_failover_holds_across_a_site_run(hosts, run_playbook, monkeypatch):
+def test_redis_failover_holds_across_a_site_run(hosts, run_playbook, monkeypatch, wait_for):
     obs1 = hosts["obs1"]
     old_ip, _port = sentinel_master(obs1).split()
     old = next(n for n in ("cache1", "cache2") if address(hosts[n]) == old_ip)
@@ -195,7 +186,9 @@ def test_redis_failover_holds_across_a_site_run(hosts, run_playbook, monkeypatch
     assert sentinel_master(obs1).split()[0] == new_ip
 
 
-def test_in_place_restore_drill_brings_the_data_back_and_recloned_replica_follows(hosts, run_playbook):
+def test_in_place_restore_drill_brings_the_data_back_and_recloned_replica_follows(
+    hosts, run_playbook, wait_for, restored_backup_set
+):
     db1, db2 = hosts["db1"], hosts["db2"]
     psql(db1, "DROP TABLE IF EXISTS app.drill")
     psql(db1, "CREATE TABLE app.drill AS SELECT g AS id, md5(g::text) AS note FROM generate_series(1, 5000) g")
@@ -207,6 +200,11 @@ def test_in_place_restore_drill_brings_the_data_back_and_recloned_replica_follow
     check = db1.run("runuser -u postgres -- pgbackrest --stanza=main check")
     assert check.rc == 0, check.stdout + check.stderr
 
+    # The set pgBackRest must choose: the newest backup, taken before the restore point.
+    info = json.loads(
+        hosts["backup1"].check_output("runuser -u pgbackrest -- pgbackrest --stanza=main --output=json info")
+    )
+    expected_set = info[0]["backup"][-1]["label"]
     result = run_playbook(
         RESTORE,
         extra_vars={
@@ -217,7 +215,7 @@ def test_in_place_restore_drill_brings_the_data_back_and_recloned_replica_follow
         },
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "Restored backup set" in result.stdout
+    assert restored_backup_set(result.stdout) == expected_set
 
     assert psql(db1, "SELECT md5(string_agg(id || note, ',' ORDER BY id)) FROM app.drill") == before
     assert psql(db1, "SELECT pg_is_in_recovery()") == "f"

@@ -429,7 +429,7 @@ def test_upstream_source_in_check_mode(playbook, instances, throwaway_keys):
         assert h.service("docker").is_running
 
 
-def test_upstream_repository(playbook, instances, throwaway_keys):
+def test_upstream_repository(playbook, instances, throwaway_keys, wait_for):
     """Key placement and the deb822 source for real (tag docker_repository: no package is installed, as
     download.docker.com is unreachable here), stale entries of other tools removed, the key download
     (served on the instance's loopback) checked against the fingerprint, and switching back to distro."""
@@ -483,12 +483,9 @@ def test_upstream_repository(playbook, instances, throwaway_keys):
         "docker_upstream_gpg_fingerprint": fingerprint,
     }
     try:
+        probe = "python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:18765/')\""
         for h in instances.values():
-            probe = "python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:18765/')\""
-            for _attempt in range(20):
-                if h.run(probe).rc == 0:
-                    break
-                time.sleep(0.5)
+            wait_for(lambda h=h: h.run(probe).rc == 0, timeout=10, step=0.5, what="the test key server")
         # Another key at the URL: refused, nothing installed.
         wrong = playbook(
             {**download, "docker_upstream_gpg_key_url": "http://127.0.0.1:18765/other"}, tags=["docker_repository"]

@@ -43,15 +43,20 @@ def backup(kind):
     return repo("systemctl", "start", f"pgbackrest-backup-main@{kind}.service", check=False)
 
 
-def wait_archived(host):
-    """Switch WAL and wait until the archiver has pushed it (and async push has reached the repo)."""
-    segment = psql(host, "SELECT pg_walfile_name(pg_switch_wal())")
-    for _attempt in range(120):
-        last = psql(host, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
-        if last >= segment:
-            return segment
-        time.sleep(0.5)
-    raise AssertionError(f"WAL segment {segment} was not archived")
+def last_archived(host):
+    return psql(host, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+
+
+@pytest.fixture
+def wait_archived(wait_for):
+    """wait_archived(host): switch WAL and wait until the archiver has pushed it (async push included)."""
+
+    def wait(host):
+        segment = psql(host, "SELECT pg_walfile_name(pg_switch_wal())")
+        wait_for(lambda: last_archived(host) >= segment, timeout=60, step=0.5, what=f"WAL segment {segment} archived")
+        return segment
+
+    return wait
 
 
 def restore(run_playbook, **extra):
@@ -110,11 +115,19 @@ def test_tls_refuses_a_client_certificate_from_another_ca(host):
         "--repo1-host-key-file=/tmp/rogue.key --io-timeout=5 info"
     )
     host.run("rm -f /tmp/rogue.key /tmp/rogue.crt")
+    # pgbackrest info reports an unreachable repository in its status, with exit code 0.
     assert "status: ok" not in rogue.stdout
-    assert rogue.rc != 0 or "error" in (rogue.stdout + rogue.stderr).lower()
+    assert "status: error (other)" in rogue.stdout, rogue.stdout + rogue.stderr
+    report = json.loads(
+        host.run(
+            "runuser -u postgres -- pgbackrest --stanza=main --repo1-host-cert-file=/tmp/rogue.crt "
+            "--repo1-host-key-file=/tmp/rogue.key --io-timeout=5 --output=json info"
+        ).stdout
+    )
+    # ... while the same request with the host's own certificate gets through (above).
 
 
-def test_point_in_time_recovery(host, table, run_playbook):
+def test_point_in_time_recovery(host, table, run_playbook, wait_archived):
     psql(
         host,
         "INSERT INTO drill (id, batch, note) SELECT g, 'before-full', :'marker' FROM generate_series(1, 100) g",
@@ -148,12 +161,16 @@ def stop_restored_copy(host, port):
     )
 
 
-def test_restore_latest_matches_the_source(host, table, run_playbook):
+def test_restore_latest_matches_the_source(host, table, run_playbook, wait_archived, restored_backup_set):
     checksum_sql = "SELECT md5(string_agg(id || ':' || batch || ':' || coalesce(note, ''), ',' ORDER BY id)) FROM drill"
     source = psql(host, checksum_sql)
     wait_archived(host)
+    newest = json.loads(
+        repo("runuser", "-u", "pgbackrest", "--", "pgbackrest", "--stanza=main", "--output=json", "info").stdout
+    )[0]["backup"][-1]["label"]
     out = restore(run_playbook, postgresql_restore_port=5498)
-    assert "Restored backup set: 2" in out
+    # latest: the newest backup set, then all archived WAL.
+    assert restored_backup_set(out) == newest
     assert psql(host, checksum_sql, port=5498) == source
     stop_restored_copy(host, 5498)
 
@@ -170,8 +187,10 @@ def test_repository_is_not_plaintext(host, table):
     assert "[backup:current]" not in info, "backup.info must be encrypted too"
 
 
-def test_pgbackrest_info_module(host, ansible_module):
-    result = ansible_module(REPO, "apes.infra.pgbackrest_info", {"stanza": "main", "max_age": "1h"})
+def test_pgbackrest_info_module(host, ansible_module, seconds_since_created):
+    # Every backup in the repository was taken during this run: younger than the repository host.
+    max_age = seconds_since_created(REPO)
+    result = ansible_module(REPO, "apes.infra.pgbackrest_info", {"stanza": "main", "max_age": max_age})
     assert not result.get("failed"), result
     main = result["stanzas"]["main"]
     assert main["ok"]
@@ -180,7 +199,7 @@ def test_pgbackrest_info_module(host, ansible_module):
     assert main["archive"]["max"] >= main["archive"]["min"]
 
 
-def test_kill_during_backup_then_next_backup_and_check_pass(host, table):
+def test_kill_during_backup_then_next_backup_and_check_pass(host, table, wait_for):
     """kill -9 of PostgreSQL while a backup runs: the backup's unit fails, the next one succeeds.
 
     The backup is held inside pg_backup_start() (no fast checkpoint, so it waits for the next
@@ -189,36 +208,51 @@ def test_kill_during_backup_then_next_backup_and_check_pass(host, table):
     repo("systemctl", "set-environment", "PGBACKREST_START_FAST=n")
     try:
         repo("systemctl", "start", "--no-block", "pgbackrest-backup-main@full.service")
-        for _attempt in range(120):
-            waiting = psql(
-                host, "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE '%pg_backup_start%' AND state = 'active'"
-            )
-            if waiting != "0":
-                break
-            time.sleep(0.5)
-        assert waiting != "0", "the backup never reached pg_backup_start"
+        wait_for(
+            lambda: (
+                psql(
+                    host,
+                    "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE '%pg_backup_start%' AND state = 'active'",
+                )
+                != "0"
+            ),
+            timeout=60,
+            step=0.5,
+            what="the backup to reach pg_backup_start",
+        )
         pgdata = psql(host, "SHOW data_directory")
         host.run_expect([0], f"kill -9 $(head -n 1 {pgdata}/postmaster.pid)")
-        for _attempt in range(120):
-            state = repo("systemctl", "is-active", "pgbackrest-backup-main@full.service", check=False).stdout.strip()
-            if state in ("failed", "inactive"):
-                break
-            time.sleep(0.5)
+        state = wait_for(
+            lambda: (
+                now
+                if (
+                    now := repo(
+                        "systemctl", "is-active", "pgbackrest-backup-main@full.service", check=False
+                    ).stdout.strip()
+                )
+                in ("failed", "inactive")
+                else None
+            ),
+            timeout=60,
+            step=0.5,
+            what="the interrupted backup unit to stop",
+        )
         assert state == "failed", "a backup interrupted by the database crash must fail its unit"
     finally:
         repo("systemctl", "unset-environment", "PGBACKREST_START_FAST")
     version = host.check_output("pg_lsclusters -h | awk '{print $1; exit}'")
     host.run_expect([0], f"systemctl restart postgresql@{version}-main")
-    for _attempt in range(60):
-        if host.run("runuser -u postgres -- psql -Atqc 'select 1'").rc == 0:
-            break
-        time.sleep(1)
+    wait_for(
+        lambda: host.run("runuser -u postgres -- psql -Atqc 'select 1'").rc == 0,
+        timeout=60,
+        what="PostgreSQL to answer after the restart",
+    )
     repo("systemctl", "reset-failed", "pgbackrest-backup-main@full.service")
     assert backup("full").returncode == 0
     repo("runuser", "-u", "pgbackrest", "--", "pgbackrest", "--stanza=main", "check")
 
 
-def test_repository_down_then_archiving_catches_up(host, table):
+def test_repository_down_then_archiving_catches_up(host, table, wait_for):
     before = json.loads(
         repo("runuser", "-u", "pgbackrest", "--", "pgbackrest", "--stanza=main", "--output=json", "info").stdout
     )
@@ -238,16 +272,16 @@ def test_repository_down_then_archiving_catches_up(host, table):
                 assert host.file(f"{pgdata}/pg_wal/{segment}").exists, f"{segment} must stay until archived"
     finally:
         subprocess.run(["docker", "start", REPO], check=True, capture_output=True)
-    for _attempt in range(120):
-        if repo("systemctl", "is-active", "pgbackrest-server.service", check=False).stdout.strip() == "active":
-            break
-        time.sleep(1)
-    for _attempt in range(240):
-        last = psql(host, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
-        if last >= switched[-1]:
-            break
-        time.sleep(1)
-    assert last >= switched[-1], "archiving must catch up once the repository is back"
+    wait_for(
+        lambda: repo("systemctl", "is-active", "pgbackrest-server.service", check=False).stdout.strip() == "active",
+        timeout=120,
+        what="the repository's pgbackrest-server to run again",
+    )
+    wait_for(
+        lambda: last_archived(host) >= switched[-1],
+        timeout=240,
+        what=f"archiving to catch up to {switched[-1]} once the repository is back",
+    )
     # No segment lost: pgBackRest's verify walks the archive for gaps and bad checksums.
     verify = repo("runuser", "-u", "pgbackrest", "--", "pgbackrest", "--stanza=main", "verify")
     assert "ERROR" not in verify.stdout + verify.stderr

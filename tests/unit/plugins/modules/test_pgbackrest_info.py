@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,18 +17,33 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "pgbackrest"
 MODULE = ROOT / "plugins" / "modules" / "pgbackrest_info.py"
 
 
-def fake_pgbackrest(tmp_path, fixture, rc=0, age_days=None):
-    """A stand-in executable printing recorded JSON, optionally with backups moved age_days back."""
-    data = json.loads((FIXTURES / fixture).read_text())
-    if age_days is not None:
-        newest = max(b["timestamp"]["stop"] for s in data for b in s["backup"])
-        shift = int(time.time()) - newest + age_days * 86400
-        for stanza in data:
-            for backup in stanza["backup"]:
-                backup["timestamp"] = {k: v - shift for k, v in backup["timestamp"].items()}
-    (tmp_path / "info.json").write_text(json.dumps(data))
+def fake_pgbackrest(tmp_path, fixture, rc=0, age=None):
+    """A stand-in executable printing recorded JSON.
+
+    With ``age`` (seconds), the recorded backups are moved in time when the stand-in runs, so that
+    the newest one finished exactly ``age`` seconds before that moment, whatever today's date is;
+    the module reads its clock right after (milliseconds later).
+    """
+    (tmp_path / "info.json").write_text((FIXTURES / fixture).read_text())
     script = tmp_path / "pgbackrest"
-    script.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\ncat {tmp_path}/info.json\nexit {rc}\n')
+    script.write_text(
+        f"""#!{sys.executable}
+import json, sys, time
+with open({str(tmp_path / "args")!r}, "w") as fh:
+    fh.write(" ".join(sys.argv[1:]) + "\\n")
+with open({str(tmp_path / "info.json")!r}) as fh:
+    data = json.load(fh)
+age = {age!r}
+if age is not None:
+    newest = max(b["timestamp"]["stop"] for s in data for b in s["backup"])
+    shift = int(time.time()) - age - newest
+    for stanza in data:
+        for backup in stanza["backup"]:
+            backup["timestamp"] = {{k: v + shift for k, v in backup["timestamp"].items()}}
+print(json.dumps(data))
+sys.exit({rc})
+"""
+    )
     script.chmod(0o755)
     return script
 
@@ -66,20 +80,35 @@ def test_stanza_config_and_repo_are_passed(tmp_path):
     ]
 
 
-def test_max_age_fails_on_stale_backup(tmp_path):
-    exe = fake_pgbackrest(tmp_path, "info-2.45.json", age_days=2)
-    rc, result = run_module(tmp_path, executable=str(exe), max_age="26h")
-    assert rc == 1
-    assert result["failed"] is True
-    assert "stanza main: newest backup" in result["msg"]
-    assert "older than max_age (93600 s)" in result["msg"]
+HOUR = 3600
 
 
-def test_max_age_passes_on_fresh_backup(tmp_path):
-    exe = fake_pgbackrest(tmp_path, "info-2.45.json", age_days=0)
+@pytest.mark.parametrize(
+    ("age", "fresh"),
+    [
+        pytest.param(0, True, id="just-finished"),
+        pytest.param(1 * HOUR, True, id="1h"),
+        pytest.param(25 * HOUR, True, id="25h"),
+        pytest.param(27 * HOUR, False, id="27h"),
+        pytest.param(400 * 24 * HOUR, False, id="400d"),
+    ],
+)
+def test_max_age_verdict_by_age_of_newest_backup(tmp_path, age, fresh):
+    exe = fake_pgbackrest(tmp_path, "info-2.45.json", age=age)
     rc, result = run_module(tmp_path, executable=str(exe), max_age="26h")
-    assert rc == 0, result
-    assert result["problems"] == []
+    stanza = result["stanzas"]["main"]
+    # The module's clock runs a moment after the stand-in's: allow a few seconds, not hours.
+    assert age <= stanza["age_seconds"] <= age + 5, stanza
+    if fresh:
+        assert rc == 0, result
+        assert result["problems"] == []
+        assert "failed" not in result
+    else:
+        assert rc == 1, result
+        assert result["failed"] is True
+        assert result["problems"] == [result["msg"]]
+        assert result["msg"].startswith(f"stanza main: newest backup {stanza['latest']['label']} finished ")
+        assert result["msg"].endswith("older than max_age (93600 s)")
 
 
 def test_max_age_fails_without_backups(tmp_path):
