@@ -1,27 +1,32 @@
 #!/usr/bin/env python
 """Time site.yml on the local environment: cold on fresh containers, then idempotent re-runs.
 
-Removes the local environment (`playbooks/local_env_down.yml`; its secrets stay), then:
+Cases (choose with --cases, default: cold idempotent tags installed):
 
-  cold          playbooks/local_env_up.yml: six new containers, then site.yml on them
-  idempotent    site.yml again, RUNS times, with the repository's ansible.cfg (pipelining on,
-                facts gathered only where a role needs them); goal: under 30 s with 0 changed
-  no pipelining the same with ANSIBLE_PIPELINING=false, to show what the setting is worth
-  tags redis    site.yml --tags redis (one role's share of a re-run)
+  cold          playbooks/local_env_up.yml: new containers, then site.yml on them
+  idempotent    site.yml again, RUNS times; goal: under 30 s with 0 changed
+  docker_api    the same with the community.docker.docker_api connection instead of the docker CLI
+  no_pipelining the same with ANSIBLE_PIPELINING=false, to show what the setting is worth
+  tags          site.yml --tags <role> for each role (one role's share of a re-run)
   installed     apes.infra.site from the Galaxy artifact installed into a clean path, run from
                 outside the checkout (no ansible.cfg of ours; roles by FQCN), once
 
-Each line gives the wall time and the changed count per host. Nothing here asserts anything.
+Each line gives the wall time, the changed count per host, the time per role from the
+ansible.posix.profile_roles callback, and the module runs on the hosts per role (counted by
+benchmarks/callbacks/apes_counts.py; controller-only actions such as set_fact are not counted).
+Nothing here asserts anything.
 
 Usage (inside the tools' environment: source scripts/lib.sh; ensure_venv):
-    benchmarks/site_converge.py [--runs N] [--no-cold] [--keep]
---no-cold reuses the running local environment; --keep leaves it running afterwards.
+    benchmarks/site_converge.py [--runs N] [--cases cold idempotent ...] [--keep]
+Without `cold`, the running local environment is reused; --keep leaves it running afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -33,69 +38,118 @@ from _recap import changed_per_host
 
 PROJECT = Path(__file__).resolve().parent.parent
 INVENTORY = PROJECT / "inventories" / "local" / "hosts.yml"
+ROLES = ["os_tuning", "docker", "postgresql", "pgbackrest", "redis", "otel_collector"]
+# profile_roles prints "<role> ---- 12.34s" lines at the end of the run.
+_ROLE_TIME = re.compile(r"^(?:apes\.infra\.)?(\w+) -+ (\d+\.\d+)s$", re.M)
+
+
+class Run:
+    def __init__(self, seconds: float, changed: dict[str, int], roles: dict[str, float], counts: dict):
+        self.seconds, self.changed, self.roles, self.counts = seconds, changed, roles, counts
 
 
 def playbook(
-    path: str, env: dict | None = None, cwd: Path = PROJECT, clean_env: bool = False
-) -> tuple[float, dict[str, int]]:
+    path: str, env: dict | None = None, cwd: Path = PROJECT, clean_env: bool = False, extra: list[str] | None = None
+) -> Run:
     target = path if "/" not in path and not path.endswith(".yml") else str(PROJECT / path)
-    cmd = ["ansible-playbook", "-i", str(INVENTORY), target]
+    cmd = ["ansible-playbook", "-i", str(INVENTORY), target, *(extra or [])]
     base = {k: v for k, v in os.environ.items() if not (clean_env and k.startswith("ANSIBLE_"))}
-    full_env = dict(base, ANSIBLE_NOCOLOR="1", **(env or {}))
-    start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, check=False)
-    elapsed = time.monotonic() - start
-    if proc.returncode != 0:
-        sys.exit(f"{path} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
-    return elapsed, changed_per_host(proc.stdout)
+    with tempfile.NamedTemporaryFile(suffix=".json") as counts_file:
+        full_env = dict(
+            base,
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_CALLBACK_PLUGINS=str(PROJECT / "benchmarks" / "callbacks"),
+            ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_roles,apes_counts",
+            APES_COUNTS_FILE=counts_file.name,
+            **(env or {}),
+        )
+        start = time.monotonic()
+        proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, check=False)
+        elapsed = time.monotonic() - start
+        if proc.returncode != 0:
+            sys.exit(f"{path} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
+        text = Path(counts_file.name).read_text()
+        counts = json.loads(text) if text else {}
+    roles = {m.group(1): float(m.group(2)) for m in _ROLE_TIME.finditer(proc.stdout)}
+    return Run(elapsed, changed_per_host(proc.stdout), roles, counts)
 
 
-def line(label: str, runs: list[tuple[float, dict[str, int]]]) -> None:
-    seconds = [s for s, _c in runs]
+def line(label: str, runs: list[Run]) -> None:
+    seconds = [r.seconds for r in runs]
     figure = f"{seconds[0]:6.1f} s" if len(seconds) == 1 else f"{statistics.median(seconds):6.1f} s median"
     spread = "" if len(seconds) == 1 else f"  (min {min(seconds):.1f}, max {max(seconds):.1f}, {len(seconds)} runs)"
-    hosts = sorted({h for _s, c in runs for h in c})
-    total = sum(max(c.get(h, 0) for _s, c in runs) for h in hosts)
-    per_host = ", ".join(f"{h}={max(c.get(h, 0) for _s, c in runs)}" for h in hosts if h != "localhost")
+    hosts = sorted({h for r in runs for h in r.changed})
+    total = sum(max(r.changed.get(h, 0) for r in runs) for h in hosts)
+    per_host = ", ".join(f"{h}={max(r.changed.get(h, 0) for r in runs)}" for h in hosts if h != "localhost")
     print(f"{label:<14} {figure}{spread}  changed: {total} ({per_host})", flush=True)
+    last = runs[-1]
+    if last.roles:
+        split = ", ".join(f"{role} {secs:.1f} s" for role, secs in sorted(last.roles.items(), key=lambda kv: -kv[1]))
+        print(f"{'':<14} by role (profile_roles, last run): {split}", flush=True)
+    remote = last.counts.get("remote", {})
+    if remote:
+        split = ", ".join(f"{role} {n}" for role, n in sorted(remote.items(), key=lambda kv: -kv[1]))
+        delegated = sum(last.counts.get("delegated", {}).values())
+        print(
+            f"{'':<14} module runs on hosts: {sum(remote.values())} ({split}); on the controller: {delegated}",
+            flush=True,
+        )
+
+
+def installed(runs: int) -> list[Run]:
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            ["ansible-galaxy", "collection", "build", "--output-path", tmp],
+            cwd=PROJECT,
+            check=True,
+            capture_output=True,
+        )
+        artifact = next(Path(tmp).glob("apes-infra-*.tar.gz"))
+        subprocess.run(
+            ["ansible-galaxy", "collection", "install", "--no-deps", "-p", f"{tmp}/collections", str(artifact)],
+            cwd=tmp,
+            check=True,
+            capture_output=True,
+        )
+        print(f"installed copy: {artifact.name} in {tmp}/collections", flush=True)
+        settings = {
+            "ANSIBLE_COLLECTIONS_PATH": f"{tmp}/collections",
+            "ANSIBLE_PIPELINING": "true",
+            "ANSIBLE_FORKS": "20",
+        }
+        return [playbook("apes.infra.site", settings, cwd=Path(tmp), clean_env=True) for _run in range(runs)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="idempotent runs per case (default 3)")
-    parser.add_argument("--no-cold", action="store_true", help="reuse the running local environment")
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=["cold", "idempotent", "tags", "installed"],
+        choices=["cold", "idempotent", "docker_api", "no_pipelining", "tags", "installed"],
+    )
     parser.add_argument("--keep", action="store_true", help="leave the local environment running")
     args = parser.parse_args()
 
     print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores shared with other work)", flush=True)
     try:
-        if not args.no_cold:
+        if "cold" in args.cases:
             playbook("playbooks/local_env_down.yml")
             line("cold", [playbook("playbooks/local_env_up.yml")])
-        line("idempotent", [playbook("site.yml") for _run in range(args.runs)])
-        line("no pipelining", [playbook("site.yml", {"ANSIBLE_PIPELINING": "false"}) for _run in range(args.runs)])
-        line("tags redis", [playbook("site.yml", {"ANSIBLE_RUN_TAGS": "redis"}) for _run in range(args.runs)])
-        with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run(
-                ["ansible-galaxy", "collection", "build", "--output-path", tmp],
-                cwd=PROJECT,
-                check=True,
-                capture_output=True,
-            )
-            artifact = next(Path(tmp).glob("apes-infra-*.tar.gz"))
-            subprocess.run(
-                ["ansible-galaxy", "collection", "install", "--no-deps", "-p", f"{tmp}/collections", str(artifact)],
-                cwd=tmp,
-                check=True,
-                capture_output=True,
-            )
-            print(f"installed copy: {artifact.name} in {tmp}/collections", flush=True)
-            settings = {
-                "ANSIBLE_COLLECTIONS_PATH": f"{tmp}/collections",
-                "ANSIBLE_PIPELINING": "true",
-                "ANSIBLE_FORKS": "20",
-            }
-            line("installed", [playbook("apes.infra.site", settings, cwd=Path(tmp), clean_env=True)])
+        if "idempotent" in args.cases:
+            line("idempotent", [playbook("site.yml") for _run in range(args.runs)])
+        if "docker_api" in args.cases:
+            # -e wins over the inventory's ansible_connection: the same run over the Docker API.
+            api = ["-e", "ansible_connection=community.docker.docker_api"]
+            line("docker_api", [playbook("site.yml", extra=api) for _run in range(args.runs)])
+        if "no_pipelining" in args.cases:
+            line("no pipelining", [playbook("site.yml", {"ANSIBLE_PIPELINING": "false"}) for _run in range(args.runs)])
+        if "tags" in args.cases:
+            for role in ROLES:
+                line(f"tags {role}", [playbook("site.yml", {"ANSIBLE_RUN_TAGS": role}) for _run in range(args.runs)])
+        if "installed" in args.cases:
+            line("installed", installed(1))
     finally:
         print(f"load average after: {os.getloadavg()[0]:.2f}", flush=True)
         if not args.keep:
