@@ -53,7 +53,8 @@ PLAY = """- name: Two roles include the PKI
       ansible.builtin.copy:
         # Names and serials only: 'changed' and 'reason' differ between the first run and the next.
         content: >-
-          {{ {'ca_path': apes_pki.ca_path,
+          {{ {'ca_path': ansible_facts.apes_pki.ca_path,
+              'same_as_variable': ansible_facts.apes_pki == apes_pki,
               'serials': dict(apes_pki.certificates.keys()
                               | zip(apes_pki.certificates.values() | map(attribute='serial')))}
              | to_nice_json }}
@@ -107,6 +108,7 @@ def test_one_call_serves_the_play(tmp_path):
     for host in ("h1", "h2"):
         seen = json.loads((tmp_path / f"seen-{host}.json").read_text())
         assert seen["ca_path"] == str(pki / "ca.crt")
+        assert seen["same_as_variable"] is True, "a fact, injected as the variable apes_pki too"
         assert set(seen["serials"]) == names, "requests add up over the run, for every host"
         assert all(seen["serials"].values())
     for name in names:
