@@ -93,6 +93,8 @@ def run(
         finally:
             with _running_lock:
                 _running.discard(proc)
+        if proc.returncode != 0 and ABORT.is_set():
+            fh.write(b"\nSTOPPED: the suite was interrupted\n")
     return proc.returncode == 0
 
 
@@ -380,4 +382,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt as exc:
+        print(f"\nthe suite was interrupted ({exc}); steps still running were stopped", file=sys.stderr)
+        sys.exit(130)
