@@ -25,7 +25,6 @@ import os
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
 from site_converge import INVENTORY, PROJECT
 
