@@ -12,10 +12,10 @@ short_description: Build an OpenTelemetry Collector distribution with ocb into a
 version_added: 0.2.0
 description:
   - Builds a collector with the OpenTelemetry Collector Builder (ocb) from a manifest and publishes
-    it in O(dest) atomically: the build runs in a directory of its own beside O(dest), and is
+    it in O(dest) atomically. The build runs in a directory of its own beside O(dest), and is
     renamed into place only when it succeeded and every collector module in the binary is from
     O(release).
-  - Builders on the same machine take turns on a lock (O(dest) with C(.lock) appended): a second
+  - Builders on the same machine take turns on a lock (O(dest) with C(.lock) appended); a second
     builder waits for the first and then reuses its result instead of building again.
   - Does nothing when O(dest) already holds the binary.
   - Meant for the controller (C(delegate_to=localhost)); the O(ignore:apes.infra.otel_collector)
