@@ -166,7 +166,7 @@ def main():
     if os.path.isfile(binary):
         module.exit_json(**result)
     if module.check_mode:
-        module.exit_json(**dict(result, changed=True))
+        module.exit_json(**{**result, "changed": True})
 
     parent = os.path.dirname(dest)
     os.makedirs(parent, mode=0o750, exist_ok=True)

@@ -118,12 +118,6 @@ def test_tls_refuses_a_client_certificate_from_another_ca(host):
     # pgbackrest info reports an unreachable repository in its status, with exit code 0.
     assert "status: ok" not in rogue.stdout
     assert "status: error (other)" in rogue.stdout, rogue.stdout + rogue.stderr
-    report = json.loads(
-        host.run(
-            "runuser -u postgres -- pgbackrest --stanza=main --repo1-host-cert-file=/tmp/rogue.crt "
-            "--repo1-host-key-file=/tmp/rogue.key --io-timeout=5 --output=json info"
-        ).stdout
-    )
     # ... while the same request with the host's own certificate gets through (above).
 
 
