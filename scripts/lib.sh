@@ -414,9 +414,10 @@ ensure_images() {
 
 # Every tool this machine needs outside the virtual environments, installed once and before any
 # parallel step: python3-venv (virtual environments from Debian's python3), git, shellcheck
-# (ansible-test), gnupg and openssl (docker scenario), debootstrap (base images), apt-cacher-ng
-# (package cache for the containers), Debian's docker.io when no Docker engine is installed,
-# faketime (unit tests with the clock moved).
+# (ansible-test), gnupg (the docker role's key check, community.crypto.gpg_fingerprint, and the
+# docker scenario's throwaway keys), openssl (docker scenario), debootstrap (base images),
+# apt-cacher-ng (package cache for the containers), Debian's docker.io when no Docker engine is
+# installed, faketime (unit tests with the clock moved).
 ensure_host_tools() {
   local pkgs=(python3-venv shellcheck git gnupg openssl debootstrap apt-cacher-ng faketime)
   command -v dockerd >/dev/null 2>&1 || pkgs+=(docker.io)
