@@ -431,9 +431,10 @@ def scenarios() -> list[str]:
 def step_scenario(lane: Lane, name: str) -> bool:
     log_name = f"molecule {name}@{lane.name}"
     # The instances have fixed names: one run of a scenario at a time on this machine (the same
-    # scenario in another lane, or from another checkout, waits here).
+    # scenario in another lane, or from another checkout, waits here). The lock is held for the
+    # whole test and its cleanup, so its name must not be one that a command run inside takes.
     (CACHE / "locks").mkdir(exist_ok=True)
-    with (CACHE / "locks" / f"molecule-{name}.lock").open("w") as lock:
+    with (CACHE / "locks" / f"scenario-{name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if run(log_name, ["molecule", "test", "-s", name], env=lane.env, timeout=SCENARIO_TIMEOUT):
             return True
