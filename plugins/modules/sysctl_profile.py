@@ -144,7 +144,7 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.apes.infra.plugins.module_utils.sysctl import (
+from ansible_collections.apes.infra.plugins.module_utils._sysctl import (
     STATUS_PERSISTED,
     STATUS_UNKNOWN,
     SysctlError,
