@@ -18,7 +18,7 @@ description:
     errs towards running the module, which then decides. Owner, group and mode are compared only where the entry
     gives them, as the module does.
   - Content is compared by SHA-1 of its UTF-8 encoding, as the probe reports it. Give the probe no secret of low
-    entropy (a password file): its SHA-1 would be in the probe's result. Leave such a file out of the probe; it then
+    entropy (a password file), as its SHA-1 would be in the probe's result. Leave such a file out of the probe; it then
     always counts as different.
 options:
   _input:
