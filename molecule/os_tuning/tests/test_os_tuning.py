@@ -139,6 +139,26 @@ def test_module_refuses_bad_values_naming_the_key(host, ansible_module, paramete
     assert not host.file(path).exists
 
 
+def test_unknown_key_changes_nothing_live(host, ansible_module):
+    """One unknown key next to a valid, writable one: the task fails and the kernel keeps its value
+    (every key is looked up before the first write), and no file is written."""
+    path = "/etc/sysctl.d/96-molecule-bad.conf"
+    original = live(host, "net.ipv4.tcp_keepalive_probes")
+    target = "7" if original != "7" else "8"
+    try:
+        result = ansible_module(
+            host,
+            "apes.infra.sysctl_profile",
+            {"path": path, "parameters": {"net.ipv4.tcp_keepalive_probes": target, "net.core.no_such_key": 1}},
+        )
+        assert result.get("failed"), result
+        assert "this kernel has no parameter net.core.no_such_key" in result["msg"]
+        assert live(host, "net.ipv4.tcp_keepalive_probes") == original
+        assert not host.file(path).exists
+    finally:
+        host.run(f"rm -f {path}; sysctl -q -w net.ipv4.tcp_keepalive_probes={original}")
+
+
 def test_unknown_key_allowed_when_asked(host, ansible_module):
     path = "/etc/sysctl.d/97-molecule-missing.conf"
     try:
