@@ -610,3 +610,79 @@ def test_version_pin(playbook, instances):
     assert back.returncode == 0, back.stdout[-3000:]
     for h in instances.values():
         assert not h.file("/etc/apt/preferences.d/docker").exists
+
+
+# --- one tag alone, after a change: the running daemon, timer or group picks it up ----------------
+
+
+def _labels(h) -> list:
+    return json.loads(h.check_output("docker info --format '{{json .Labels}}'")) or []
+
+
+def test_config_tag_alone_reloads_the_daemon(playbook, instances, scenario_vars):
+    """--tags docker_config without docker_service (whose flush applies the handlers mid-play): the
+    reload still happens, at the end of the play, and only a reload."""
+    pids = {name: main_pid(h) for name, h in instances.items()}
+    labelled = {**scenario_vars["docker_daemon_config"], "labels": ["org.apes-infra.test=config-tag"]}
+    try:
+        result = playbook({"docker_daemon_config": labelled}, tags=["docker_config"])
+        assert result.returncode == 0, result.stdout[-3000:]
+        for name, h in instances.items():
+            assert "org.apes-infra.test=config-tag" in _labels(h), name
+            assert main_pid(h) == pids[name], "a label change must reload, not restart"
+    finally:
+        allow_restart(instances)
+        back = playbook(tags=["docker_config"])
+    assert back.returncode == 0, back.stdout[-3000:]
+    for name, h in instances.items():
+        assert _labels(h) == [], name
+
+
+def test_prune_tag_alone_reschedules_the_timer(playbook, instances):
+    def calendar(h) -> str:
+        return h.check_output(f"systemctl show -p TimersCalendar --value {PRUNE}.timer")
+
+    try:
+        result = playbook({"docker_prune_on_calendar": "*-*-* 03:17:00"}, tags=["docker_prune"])
+        assert result.returncode == 0, result.stdout[-3000:]
+        for name, h in instances.items():
+            assert "03:17:00" in calendar(h), name
+            assert h.service(f"{PRUNE}.timer").is_running
+    finally:
+        back = playbook(tags=["docker_prune"])
+    assert back.returncode == 0, back.stdout[-3000:]
+    for name, h in instances.items():
+        assert "03:17:00" not in calendar(h), name
+        assert h.service(f"{PRUNE}.timer").is_running
+
+
+def test_users_tag_alone_adds_a_member_who_can_use_docker(playbook, instances, scenario_vars):
+    for h in instances.values():
+        h.check_output("id apes-dev2 >/dev/null 2>&1 || useradd --create-home apes-dev2")
+    try:
+        result = playbook({"docker_users": [*scenario_vars["docker_users"], "apes-dev2"]}, tags=["docker_users"])
+        assert result.returncode == 0, result.stdout[-3000:]
+        for name, h in instances.items():
+            assert "docker" in h.user("apes-dev2").groups, name
+            member = h.run("runuser -u apes-dev2 -- docker ps --quiet")
+            assert member.rc == 0, member.stderr
+    finally:
+        for h in instances.values():
+            h.run("userdel --remove apes-dev2")
+
+
+def test_service_tag_alone_starts_a_stopped_daemon(playbook, instances):
+    for h in instances.values():
+        h.check_output("systemctl stop docker.service docker.socket")
+    allow_restart(instances)
+    result = playbook(tags=["docker_service"])
+    assert result.returncode == 0, result.stdout[-3000:]
+    for name, h in instances.items():
+        assert h.service("docker").is_running, name
+        assert h.run("docker version --format '{{.Server.Version}}'").rc == 0
+
+
+def test_check_mode_on_the_converged_hosts_changes_nothing(playbook, instances):
+    result = playbook(check=True, diff=True)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert {name: c["changed"] for name, c in recap(result).items()} == dict.fromkeys(instances, 0)
