@@ -258,6 +258,10 @@ NEW_DIRECTORY_MODE = 0o755
 NEW_FILE_MODE = {"file": 0o644, "secret": 0o600}
 
 
+# The module option that holds each kind of entry (error messages name the option and the index).
+_OPTION_OF_KIND = {"directory": "directories", "file": "files", "secret": "secret_files", "absent": "absent"}
+
+
 class Entry:
     """One path of the request and what it needs."""
 
@@ -265,7 +269,7 @@ class Entry:
         self.kind = kind  # directory, file, secret, absent
         self.index = index
         self.spec = spec or {}
-        self.where = f"{'secret_files' if kind == 'secret' else kind + ('' if kind == 'absent' else 's')}[{index}]"
+        self.where = f"{_OPTION_OF_KIND[kind]}[{index}]"
         self.path = None  # as given (normalized)
         self.real = None  # where it is written (links followed)
         self.uid = self.gid = self.mode = None  # wanted; None: keep

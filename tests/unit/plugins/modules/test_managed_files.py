@@ -325,6 +325,9 @@ def test_unknown_owner_fails_and_check_mode_warns(tmp_path):
     rc, result, _out = run_module(tmp_path, secret_files=[{**spec, "owner": None, "group": "no-such-group-apes"}])
     assert rc == 1
     assert result["msg"] == "secret_files[0]: unknown group 'no-such-group-apes' on this host"
+    rc, result, _out = run_module(tmp_path, directories=[{"path": str(tmp_path / "d"), "owner": "no-such-user-apes"}])
+    assert rc == 1
+    assert result["msg"] == "directories[0]: unknown owner 'no-such-user-apes' on this host"
     # Check mode on a host where the package that creates the user is not installed yet.
     rc, result, _out = run_module(tmp_path, check=True, files=[spec])
     assert rc == 0, result
