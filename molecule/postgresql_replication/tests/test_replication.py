@@ -123,8 +123,7 @@ def test_adding_a_replica_and_rerunning(primary, replica, run_converge_with_inve
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
     reload_only = {
-        "Write the client authentication rules",
-        "Remove the copy of the previous pg_hba.conf",
+        "Write the settings and client authentication (checked by PostgreSQL before they go live)",
         "Reload PostgreSQL",
     }
     assert changed_tasks(out, PRIMARY) <= reload_only | {"Create a physical replication slot per replica"}
