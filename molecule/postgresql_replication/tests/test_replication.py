@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -100,6 +101,21 @@ def test_replication_needs_the_password(primary, replica):
     assert "no encryption" in plain.stderr
     passfile = replica.file("/var/lib/postgresql/.pgpass")
     assert (passfile.user, passfile.mode) == ("postgres", 0o600)
+
+
+def test_facts_name_each_host_s_role_and_primary(run_playbook):
+    """postgresql_facts (entry point `facts`, one read-only probe) on the primary and the replica."""
+    env = {"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1"}
+    result = run_playbook(HERE.parent / "facts.yml", env_extra=env, limit="postgresql")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    facts = {h: r["postgresql_facts"] for h, r in report["plays"][0]["tasks"][-1]["hosts"].items()}
+    assert {h: (f["replication_role"], f["primary_host"]) for h, f in facts.items()} == {
+        PRIMARY: ("primary", PRIMARY),
+        REPLICA: ("replica", PRIMARY),
+    }
+    assert facts[REPLICA]["data_directory"] == "/var/lib/postgresql/15/main"
+    assert facts[REPLICA]["tls"]["ca_file"] == "/etc/postgresql/15/main/tls/ca.crt"
 
 
 def changed_tasks(out: str, host: str) -> set[str]:
