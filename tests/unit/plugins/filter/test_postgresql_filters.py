@@ -211,10 +211,10 @@ def converged() -> dict:
     )
 
 
-def todo(users=USERS, databases=DATABASES, privileges=(), cluster=None, per_database=None):
+def todo(users=None, databases=None, privileges=(), cluster=None, per_database=None):
     return postgresql_objects.postgresql_objects_to_change(
-        list(users),
-        list(databases),
+        list(USERS if users is None else users),
+        list(DATABASES if databases is None else databases),
         list(privileges),
         converged() if cluster is None else cluster,
         {"app": database_state()} if per_database is None else per_database,
