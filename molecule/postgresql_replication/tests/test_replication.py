@@ -119,11 +119,12 @@ def test_facts_name_each_host_s_role_and_primary(run_playbook):
 
 
 def changed_tasks(out: str, host: str) -> set[str]:
-    """Names of the tasks that reported a change on host in an ansible-playbook output."""
+    """Names of the tasks and handlers that reported a change on host in an ansible-playbook output (a handler's
+    change is its own, not that of the task before it, e.g. the flush_handlers task)."""
     changed = set()
     task = None
     for line in out.splitlines():
-        match = re.match(r"TASK \[(?:[^:\]]+ : )?(.+?)\] \*", line)
+        match = re.match(r"(?:TASK|RUNNING HANDLER) \[(?:[^:\]]+ : )?(.+?)\] \*", line)
         if match:
             task = match.group(1)
         elif task and re.match(rf"changed: \[{re.escape(host)}(\]| ->)", line):
