@@ -6,7 +6,9 @@ the scenario's converge.yml (os_tuning, then postgresql with TLS, tuning, roles,
 SQL, monitoring) timed with ansible-playbook against one instance, then the same playbook again
 (idempotent: it must report changed=0). After each run the server log tells how often PostgreSQL
 started ("database system is ready to accept connections") and stopped ("received fast shutdown
-request"): a cold converge should start it once and stop it never; a re-run neither.
+request"): a cold converge should start it once and stop it never; a re-run neither. The re-run
+is also split by role (ansible.posix.profile_roles) and its module runs on the host are counted
+(benchmarks/callbacks/apes_counts.py; this count does not depend on the machine's load).
 
 It destroys and re-creates the scenario's containers: do not run it while `scripts/test postgresql` runs.
 Run from the checkout, with the tools' environment active (scripts/bootstrap; source <venv>/bin/activate):
@@ -17,6 +19,7 @@ nothing here asserts anything. The figures depend on the machine's load (other c
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import statistics
@@ -50,15 +53,31 @@ def inventory(directory: Path) -> str:
     return str(path)
 
 
-def converge(inv: str) -> tuple[float, str]:
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"), ANSIBLE_NOCOLOR="1")
-    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
-    start = time.monotonic()
-    proc = run(
-        ["ansible-playbook", "-i", inv, "--limit", INSTANCE, str(ROOT / "molecule" / SCENARIO / "converge.yml")],
-        env=env,
-    )
-    return time.monotonic() - start, proc.stdout
+# profile_roles prints "<role> ---- 12.34s" lines at the end of the run.
+_ROLE_TIME = re.compile(r"^(?:apes\.infra\.)?(\w+) -+ (\d+\.\d+)s$", re.M)
+
+
+def converge(inv: str) -> tuple[float, str, dict, dict]:
+    """One run: seconds, output, seconds per role, module runs on the host per role."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as counts_file:
+        env = dict(
+            os.environ,
+            ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"),
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+            ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "benchmarks" / "callbacks"),
+            ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_roles,apes_counts",
+            APES_COUNTS_FILE=counts_file.name,
+        )
+        start = time.monotonic()
+        proc = run(
+            ["ansible-playbook", "-i", inv, "--limit", INSTANCE, str(ROOT / "molecule" / SCENARIO / "converge.yml")],
+            env=env,
+        )
+        elapsed = time.monotonic() - start
+        text = Path(counts_file.name).read_text()
+    roles = {m.group(1): float(m.group(2)) for m in _ROLE_TIME.finditer(proc.stdout)}
+    return elapsed, proc.stdout, roles, (json.loads(text) if text else {}).get("remote", {})
 
 
 def log_counts() -> tuple[int, int]:
@@ -82,22 +101,30 @@ def main() -> None:
         run(["molecule", "destroy", "-s", SCENARIO])
         run(["molecule", "create", "-s", SCENARIO])
         inv = inventory(Path(tempfile.mkdtemp(prefix="apes-pg-bench-")))
-        cold, out = converge(inv)
+        cold, out, _roles, _counts = converge(inv)
         starts_cold, stops_cold = log_counts()
         cold_changed = changed(out)
-        again, out = converge(inv)
+        again, out, roles, counts = converge(inv)
         starts, stops = log_counts()
-        rows.append((trial, cold, cold_changed, starts_cold, stops_cold, again, changed(out), starts - starts_cold))
+        rerun = (again, changed(out), starts - starts_cold, roles, counts)
+        rows.append((trial, cold, cold_changed, starts_cold, stops_cold, *rerun))
         print(f"trial {trial}: cold {cold:.1f}s, re-run {again:.1f}s", file=sys.stderr, flush=True)
 
     print(f"\n{INSTANCE} (PostgreSQL {VERSION}), {TRIALS} trial(s), load average {os.getloadavg()[0]:.1f}")
-    print("| trial | cold converge | changed | PG starts | PG stops | re-run | changed | PG starts in re-run |")
-    print("|---|---|---|---|---|---|---|---|")
-    for trial, cold, cc, sc, st, again, ac, sa in rows:
-        print(f"| {trial} | {cold:.1f} s | {cc} | {sc} | {st} | {again:.1f} s | {ac} | {sa} |")
+    print(
+        "| trial | cold converge | changed | PG starts | PG stops | re-run | changed | PG starts in re-run "
+        "| re-run: postgresql role | re-run: module runs (postgresql) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for trial, cold, cc, sc, st, again, ac, sa, roles, counts in rows:
+        print(
+            f"| {trial} | {cold:.1f} s | {cc} | {sc} | {st} | {again:.1f} s | {ac} | {sa} "
+            f"| {roles.get('postgresql', 0):.1f} s | {counts.get('postgresql', '?')} |"
+        )
     print(
         f"| median | {statistics.median(r[1] for r in rows):.1f} s | | | | "
-        f"{statistics.median(r[5] for r in rows):.1f} s | | |"
+        f"{statistics.median(r[5] for r in rows):.1f} s | | | "
+        f"{statistics.median(r[8].get('postgresql', 0) for r in rows):.1f} s | |"
     )
 
 

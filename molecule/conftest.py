@@ -11,17 +11,31 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 PROJECT = Path(__file__).resolve().parent.parent
+# The collection's own code (the site PKI's helpers), importable as ansible_collections.apes.infra.
+if str(PROJECT / ".collections") not in sys.path:
+    sys.path.insert(0, str(PROJECT / ".collections"))
+
+from ansible_collections.apes.infra.plugins.module_utils import _pki
 
 
 def _run_playbook(
-    playbook: str | Path, extra_vars: dict | None = None, limit: str | None = None, check: bool = False
+    playbook: str | Path,
+    extra_vars: dict | None = None,
+    limit: str | None = None,
+    check: bool = False,
+    tags: str | None = None,
+    diff: bool = False,
+    env_extra: dict | None = None,
 ) -> subprocess.CompletedProcess:
     cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(playbook)]
     if extra_vars:
@@ -30,7 +44,11 @@ def _run_playbook(
         cmd += ["--limit", limit]
     if check:
         cmd.append("--check")
-    env = dict(os.environ)
+    if diff:
+        cmd.append("--diff")
+    if tags:
+        cmd += ["--tags", tags]
+    env = dict(os.environ, **(env_extra or {}))
     env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(PROJECT / ".collections"))
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["ANSIBLE_NOCOLOR"] = "1"
@@ -39,7 +57,8 @@ def _run_playbook(
 
 @pytest.fixture(scope="session")
 def run_playbook():
-    """run_playbook(path, extra_vars=None, limit=None, check=False) -> CompletedProcess."""
+    """run_playbook(path, extra_vars=None, limit=None, check=False, tags=None, diff=False, env_extra=None)
+    -> CompletedProcess."""
     return _run_playbook
 
 
@@ -132,3 +151,50 @@ def restored_backup_set():
 def seconds_since_created():
     """seconds_since_created(container) -> seconds since the scenario created it."""
     return _seconds_since_created
+
+
+def _reissue_with_days_left(cert_path: Path, key_path: Path, ca_cert_path: Path, ca_key_path: Path, days: int) -> str:
+    """Sign the certificate at cert_path again with its CA, as `openssl x509 -days N` would: the same subject, key
+    and extensions, a new serial, valid for `days` more days (as if issued long ago). Written in place; returns the
+    new serial in hexadecimal."""
+    cert = _pki.load_certificate(cert_path.read_bytes(), str(cert_path))
+    _pki.load_private_key(key_path.read_bytes(), str(key_path))  # the key must be there, and readable
+    ca_cert = _pki.load_certificate(ca_cert_path.read_bytes(), str(ca_cert_path))
+    ca_key = _pki.load_private_key(ca_key_path.read_bytes(), str(ca_key_path))
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(cert.subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(cert.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=days))
+    )
+    for extension in cert.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    renewed = builder.sign(ca_key, hashes.SHA384() if ca_key.curve.key_size >= 384 else hashes.SHA256())
+    cert_path.write_bytes(_pki.certificate_pem(renewed))
+    return _pki.serial_hex(renewed)
+
+
+def _controller_copy(installed_pem: str) -> tuple[Path, Path, Path, Path]:
+    """The controller's files behind a certificate installed on a host: (certificate, its key, CA certificate, CA
+    key), found by content under the inventory's .secrets directory."""
+    secrets = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent / ".secrets"
+    crt = next(p for p in secrets.rglob("*.crt") if p.name != "ca.crt" and p.read_text() == installed_pem)
+    key = next(k for k in (crt.with_suffix(".key"), crt.parent.parent / "private" / f"{crt.stem}.key") if k.exists())
+    top = next(d for d in (crt.parent, crt.parent.parent) if (d / "ca.key").exists())
+    return crt, key, top / "ca.crt", top / "ca.key"
+
+
+@pytest.fixture(scope="session")
+def reissue_with_days_left():
+    """reissue_with_days_left(cert, key, ca_cert, ca_key, days) -> serial of the certificate now at cert."""
+    return _reissue_with_days_left
+
+
+@pytest.fixture(scope="session")
+def controller_copy():
+    """controller_copy(installed PEM) -> (certificate, key, CA certificate, CA key) paths on the controller."""
+    return _controller_copy

@@ -5,8 +5,11 @@ operator meets: PostgreSQL killed during a backup, the repository host down for 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ import pytest
 testinfra_hosts = ["apes-pgbackrest-db"]
 
 PROJECT = Path(__file__).resolve().parents[3]
+SCENARIO = Path(__file__).resolve().parents[1]
 RESTORE = PROJECT / "playbooks" / "postgresql_restore.yml"
 REPO = "apes-pgbackrest-repo"
 MARKER = "apes-plaintext-marker-7f3e9a"
@@ -284,3 +288,131 @@ def test_repository_down_then_archiving_catches_up(host, table, wait_for):
     )
     assert after[0]["archive"][-1]["max"] >= switched[-1] > before[0]["archive"][-1]["max"]
     repo("runuser", "-u", "pgbackrest", "--", "pgbackrest", "--stanza=main", "check")
+
+
+def converge(run_playbook, **kwargs) -> str:
+    result = run_playbook(SCENARIO / "converge.yml", **kwargs)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    return out
+
+
+def recap_changed(out: str) -> dict:
+    return dict(re.findall(r"^(apes-pgbackrest-\S+)\s*:.*changed=(\d+)", out, re.M))
+
+
+def server_invocation(host) -> str:
+    return host.check_output("systemctl show -p InvocationID --value pgbackrest-server.service")
+
+
+def host_certificate_end(host) -> datetime:
+    end = host.check_output("openssl x509 -in /etc/pgbackrest/tls/host.crt -noout -enddate").split("=", 1)[1]
+    return datetime.strptime(end.strip(), "%b %d %H:%M:%S %Y %Z").replace(tzinfo=UTC)
+
+
+def test_check_mode_on_a_converged_site_predicts_no_change(run_playbook):
+    result = run_playbook(SCENARIO / "converge.yml", check=True, diff=True)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert recap_changed(out) == {"apes-pgbackrest-db": "0", "apes-pgbackrest-repo": "0"}, out[-4000:]
+    assert "repo1-cipher-pass" not in out, "the passphrase never shows in a diff"
+
+
+def test_rerun_costs_a_handful_of_module_runs(run_playbook, project_dir):
+    """pgBackRest's part of an idempotent re-run: one probe per host, and the repository host's passphrase file
+    (a secret that is never probed). Counted by benchmarks/callbacks/apes_counts.py."""
+    with tempfile.TemporaryDirectory() as tmp:
+        counts_file = Path(tmp) / "counts.json"
+        env = {
+            "ANSIBLE_CALLBACK_PLUGINS": str(project_dir / "benchmarks" / "callbacks"),
+            "ANSIBLE_CALLBACKS_ENABLED": "apes_counts",
+            "APES_COUNTS_FILE": str(counts_file),
+        }
+        out = converge(run_playbook, env_extra=env)
+        assert set(recap_changed(out).values()) == {"0"}
+        counts = json.loads(counts_file.read_text())
+    assert counts["remote"]["pgbackrest"] <= 3, counts
+    assert counts["remote"]["postgresql"] <= 2, counts
+
+
+def test_pgbackrest_tag_alone_reloads_postgresql_with_new_archive_settings(host, run_playbook):
+    """pgBackRest's archive settings live in PostgreSQL's drop-in: `--tags pgbackrest` writes it, and PostgreSQL
+    reloads (archive_timeout needs no restart)."""
+    started = psql(host, "SELECT pg_postmaster_start_time()")
+    converge(run_playbook, tags="pgbackrest", extra_vars={"pgbackrest_archive_timeout": 45})
+    assert psql(host, "SHOW archive_timeout") == "45s"
+    assert psql(host, "SELECT pg_postmaster_start_time()") == started
+    dropins = host.check_output("ls /etc/postgresql/15/main/conf.d/").split()
+    assert dropins == ["50-apes-infra.conf"], "one drop-in carries the archive settings"
+    converge(run_playbook)
+    assert psql(host, "SHOW archive_timeout") == "1min"
+    assert psql(host, "SELECT pg_postmaster_start_time()") == started
+
+
+def test_configure_tag_alone_restarts_the_tls_servers(host, run_playbook):
+    before = server_invocation(host)
+    repo_before = repo("systemctl", "show", "-p", "InvocationID", "--value", "pgbackrest-server.service").stdout
+    converge(run_playbook, tags="pgbackrest_configure", extra_vars={"pgbackrest_process_max": 3})
+    assert "process-max=3" in host.file("/etc/pgbackrest/pgbackrest.conf").content_string
+    assert server_invocation(host) != before
+    assert repo("systemctl", "show", "-p", "InvocationID", "--value", "pgbackrest-server.service").stdout != repo_before
+    assert host.service("pgbackrest-server").is_running
+    converge(run_playbook)
+    assert "process-max=2" in host.file("/etc/pgbackrest/pgbackrest.conf").content_string
+    repo("runuser", "-u", "pgbackrest", "--", "pgbackrest", "--stanza=main", "check")
+
+
+def test_schedule_tag_alone_reschedules_the_timers(run_playbook):
+    def calendar():
+        return repo("systemctl", "show", "-p", "TimersCalendar", "--value", "pgbackrest-backup-main-full.timer").stdout
+
+    assert "01:00:00" in calendar()
+    schedules = {"full": "Sun *-*-* 02:00:00", "diff": "Mon..Sat *-*-* 01:00:00", "incr": "*-*-* *:30:00"}
+    converge(run_playbook, tags="pgbackrest_schedule", extra_vars={"pgbackrest_schedules": schedules})
+    assert "02:00:00" in calendar()
+    assert repo("systemctl", "is-active", "pgbackrest-backup-main-full.timer").stdout.strip() == "active"
+    converge(run_playbook)
+    assert "01:00:00" in calendar()
+
+
+def test_certificate_close_to_expiry_is_renewed_and_the_server_restarted(
+    host, run_playbook, controller_copy, reissue_with_days_left
+):
+    """The database host's pgBackRest certificate with one day left (signed again by the site CA) is installed,
+    then renewed by the next `--tags pgbackrest_tls` run, the TLS server restarted through its handler, and WAL
+    archiving keeps working (pgbackrest check)."""
+    files = controller_copy(host.file("/etc/pgbackrest/tls/host.crt").content_string)
+    reissue_with_days_left(*files, days=1)
+    converge(run_playbook, extra_vars={"pki_renew_days": 0})
+    assert host_certificate_end(host) < datetime.now(UTC) + timedelta(days=2)
+    repo("runuser", "-u", "pgbackrest", "--", "pgbackrest", "--stanza=main", "check")
+    before = server_invocation(host)
+
+    converge(run_playbook, tags="pgbackrest_tls")
+    assert host_certificate_end(host) > datetime.now(UTC) + timedelta(days=300)
+    assert server_invocation(host) != before, "the TLS server runs with the new certificate"
+    repo("runuser", "-u", "pgbackrest", "--", "pgbackrest", "--stanza=main", "check")
+    own = host.run("runuser -u postgres -- pgbackrest --stanza=main repo-ls")
+    assert own.rc == 0, own.stderr
+
+
+def test_a_second_cluster_that_sorts_first_is_not_taken_for_the_managed_one(host, run_playbook, restored_backup_set):
+    """pg_createcluster 15 aaa: pg_lsclusters now lists it first. pgBackRest's configuration and the restore
+    playbook still use the cluster apes.infra.postgresql manages (15/main)."""
+    host.run_expect([0], "pg_createcluster 15 aaa >/dev/null")
+    try:
+        assert host.check_output("pg_lsclusters -h").splitlines()[0].split()[:2] == ["15", "aaa"]
+        converge(run_playbook)
+        assert "pg1-path=/var/lib/postgresql/15/main\n" in host.file("/etc/pgbackrest/pgbackrest.conf").content_string
+        repo_conf = repo("cat", "/etc/pgbackrest/pgbackrest.conf").stdout
+        assert "pg1-path=/var/lib/postgresql/15/main\n" in repo_conf
+        out = restore(run_playbook, postgresql_restore_port=5497)
+        restored_backup_set(out)
+        assert "Restored copy: /var/lib/postgresql/15/main.restore-" in out
+        assert psql(host, "SELECT count(*) > 0 FROM drill", port=5497) == "t"
+        datadir = psql(host, "SHOW data_directory", port=5497)
+        host.run_expect(
+            [0], f"runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D {datadir} -m fast -w stop >/dev/null"
+        )
+    finally:
+        host.run("pg_dropcluster 15 aaa")

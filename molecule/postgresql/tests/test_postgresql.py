@@ -6,9 +6,13 @@ idempotence run started the server exactly once.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
+import shutil
+import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -335,9 +339,211 @@ def test_bad_setting_is_refused_by_postgresql_and_server_untouched(run_playbook,
     out = result.stdout + result.stderr
     assert result.returncode != 0, f"{settings} was accepted"
     assert out.count(expected) >= len(hosts), out[-3000:]
-    assert "Write the settings (checked by PostgreSQL before they go live)" in out
+    assert "Write the settings and client authentication (checked by PostgreSQL before they go live)" in out
     recap = re.findall(r"^(apes-postgresql-\S+)\s*:.*changed=(\d+)", out, re.M)
     assert sorted(recap) == sorted((n, "0") for n in VERSION)
     assert snapshot(hosts) == before
     for h in hosts:
         assert query(h, "SELECT count(*) FROM pg_file_settings WHERE error IS NOT NULL") == "0"
+
+
+def postmaster_start(host) -> str:
+    return query(host, "SELECT pg_postmaster_start_time()")
+
+
+def server_starts(host) -> int:
+    """How often the server has come up, from its log (start and restart alike)."""
+    log = host.file(f"/var/log/postgresql/postgresql-{version(host)}-main.log").content_string
+    return log.count("database system is ready to accept connections")
+
+
+def certificate_of(host, pem_command: str) -> dict:
+    """Serial (hex, no leading zeros) and end of validity of the certificate that pem_command prints."""
+    out = host.run(f"{pem_command} | openssl x509 -noout -serial -enddate")
+    assert out.rc == 0, out.stdout + out.stderr
+    serial = re.search(r"serial=([0-9A-F]+)", out.stdout).group(1).lstrip("0")
+    end = re.search(r"notAfter=(.+)", out.stdout).group(1).strip()
+    return {"serial": serial, "not_after": datetime.strptime(end, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=UTC)}
+
+
+def served_certificate(host) -> dict:
+    """The certificate PostgreSQL presents to a client now (STARTTLS), not the file on disk."""
+    return certificate_of(host, "openssl s_client -starttls postgres -connect localhost:5432 </dev/null 2>/dev/null")
+
+
+def installed_certificate(host) -> dict:
+    return certificate_of(host, f"cat {conf_dir(host)}/tls/server.crt")
+
+
+def verify_full(host):
+    ca = f"{conf_dir(host)}/tls/ca.crt"
+    conninfo = f"host=localhost user=app dbname=app sslmode=verify-full sslrootcert={ca}"
+    return tcp(host, conninfo, "SELECT 1", USERS["app"])
+
+
+def converge(run_playbook, host=None, **kwargs):
+    result = run_playbook(SCENARIO / "converge.yml", limit=name(host) if host else None, **kwargs)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    return out
+
+
+def recap_changed(out: str) -> dict:
+    return dict(re.findall(r"^(apes-postgresql-\S+)\s*:.*changed=(\d+)", out, re.M))
+
+
+def test_facts_published_for_other_roles(run_playbook):
+    """postgresql_facts from the entry point `facts` (one read-only probe), as README.md documents them."""
+    env = {"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1"}
+    result = run_playbook(SCENARIO / "facts.yml", env_extra=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert {h: s["changed"] for h, s in report["stats"].items()} == dict.fromkeys(VERSION, 0)
+    shown = report["plays"][0]["tasks"][-1]["hosts"]
+    found = {h: shown[h]["postgresql_facts"] for h in shown}
+    assert sorted(found) == sorted(VERSION)
+    for host_name, facts in found.items():
+        v = VERSION[host_name]
+        assert facts == {
+            "version": v,
+            "cluster": "main",
+            "port": 5432,
+            "data_directory": f"/var/lib/postgresql/{v}/main",
+            "config_directory": f"/etc/postgresql/{v}/main",
+            "bin_dir": f"/usr/lib/postgresql/{v}/bin",
+            "socket_directory": "/var/run/postgresql",
+            "service": f"postgresql@{v}-main.service",
+            "log_file": f"/var/log/postgresql/postgresql-{v}-main.log",
+            "replication_role": "primary",
+            "primary_host": host_name,
+            "monitoring": {"enabled": True, "user": "monitoring"},
+            "tls": {
+                "enabled": True,
+                "ca_file": f"/etc/postgresql/{v}/main/tls/ca.crt",
+                "cert_file": f"/etc/postgresql/{v}/main/tls/server.crt",
+            },
+            "archiving": {"mode": "off", "command": ""},
+        }
+
+
+def test_check_mode_on_a_converged_host_predicts_no_change(run_playbook):
+    """converge.yml in check and diff mode after converge: it runs through and predicts nothing to change."""
+    result = run_playbook(SCENARIO / "converge.yml", check=True, diff=True)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert recap_changed(out) == dict.fromkeys(VERSION, "0"), out[-4000:]
+
+
+def test_rerun_costs_a_handful_of_module_runs(run_playbook, project_dir):
+    """The idempotent re-run reads each host once (host_probe) and computes its settings (pg_tune); nothing else
+    runs on the hosts. Counted by benchmarks/callbacks/apes_counts.py, which does not depend on the machine's load."""
+    with tempfile.TemporaryDirectory() as tmp:
+        counts_file = Path(tmp) / "counts.json"
+        env = {
+            "ANSIBLE_CALLBACK_PLUGINS": str(project_dir / "benchmarks" / "callbacks"),
+            "ANSIBLE_CALLBACKS_ENABLED": "apes_counts",
+            "APES_COUNTS_FILE": str(counts_file),
+        }
+        result = run_playbook(SCENARIO / "converge.yml", env_extra=env)
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out[-4000:]
+        assert recap_changed(out) == dict.fromkeys(VERSION, "0")
+        counts = json.loads(counts_file.read_text())
+    # Two hosts, two module runs each; the PKI's one call per play runs on the controller.
+    assert counts["remote"]["postgresql"] <= 2 * len(VERSION), counts
+    assert counts["delegated"].get("postgresql", 0) <= 1, counts
+
+
+def test_postgresql_refuses_a_bad_pg_hba_and_keeps_the_previous_file(run_playbook):
+    """A rule the argument spec accepts but PostgreSQL does not: pg_hba_file_rules names it, the live file stays."""
+    hosts = instances()
+    before = {name(h): h.file(f"{conf_dir(h)}/pg_hba.conf").sha256sum for h in hosts}
+    bad = {"type": "host", "address": "10.0.0.0/99", "method": "scram-sha-256"}
+    entries = [*CONVERGE_VARS["postgresql_hba_entries"], bad]
+    result = run_playbook(SCENARIO / "bad_input.yml", extra_vars={"postgresql_hba_entries": entries})
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, "the bad rule was accepted"
+    assert out.count("PostgreSQL refuses pg_hba.conf: line") >= len(hosts), out[-3000:]
+    assert 'invalid CIDR mask in address "10.0.0.0/99"' in out
+    assert recap_changed(out) == dict.fromkeys(VERSION, "0")
+    assert {name(h): h.file(f"{conf_dir(h)}/pg_hba.conf").sha256sum for h in hosts} == before
+    for h in hosts:
+        assert query(h, "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL") == "0"
+        assert h.run(f"ls -a {conf_dir(h)} | grep -q apes-check").rc != 0, "no staged file may be left behind"
+
+
+def test_tags_alone_reload_or_restart_as_the_change_needs(host, run_playbook):
+    """`--tags postgresql_config` and `--tags postgresql` alone apply a change the way it needs: a reload for
+    log_min_duration_statement, one restart for max_prepared_transactions (PostgreSQL's pending_restart)."""
+    started, starts = postmaster_start(host), server_starts(host)
+    settings = {**CONVERGE_VARS["postgresql_settings"], "log_min_duration_statement": "2s"}
+    converge(run_playbook, host, extra_vars={"postgresql_settings": settings}, tags="postgresql")
+    assert query(host, "SHOW log_min_duration_statement") == "2s"
+    assert (postmaster_start(host), server_starts(host)) == (started, starts), "a reload was enough"
+
+    settings["max_prepared_transactions"] = 3
+    converge(run_playbook, host, extra_vars={"postgresql_settings": settings}, tags="postgresql_config")
+    assert query(host, "SHOW max_prepared_transactions") == "3"
+    assert server_starts(host) == starts + 1, "restarted exactly once"
+    assert postmaster_start(host) != started
+
+    converge(run_playbook, host)
+    assert query(host, "SHOW log_min_duration_statement") == "1s"
+    assert query(host, "SHOW max_prepared_transactions") == "0"
+
+
+def test_tls_tag_alone_installs_a_new_certificate_and_the_server_uses_it(host, run_playbook, controller_copy):
+    """`--tags postgresql_tls` with a new certificate on the controller: installed, and PostgreSQL reloaded, so the
+    certificate it presents is the new one; no restart."""
+    before = served_certificate(host)
+    assert installed_certificate(host) == before
+    cert, _key, _ca, _ca_key = controller_copy(host.file(f"{conf_dir(host)}/tls/server.crt").content_string)
+    cert.unlink()  # the site PKI issues a new one (same key) in the run below
+    started = postmaster_start(host)
+    converge(run_playbook, host, tags="postgresql_tls")
+    served = served_certificate(host)
+    assert served["serial"] != before["serial"]
+    assert served == installed_certificate(host)
+    assert postmaster_start(host) == started
+    assert verify_full(host).rc == 0
+
+
+def test_certificate_close_to_expiry_is_renewed_and_served(host, run_playbook, controller_copy, reissue_with_days_left):
+    """A certificate with one day left (made by signing the controller's copy again with the site CA) is served,
+    then renewed by the next run (fewer than pki_renew_days remain); PostgreSQL serves the new one, and clients
+    still verify it (sslmode=verify-full)."""
+    files = controller_copy(host.file(f"{conf_dir(host)}/tls/server.crt").content_string)
+    short = reissue_with_days_left(*files, days=1)
+    converge(run_playbook, host, extra_vars={"pki_renew_days": 0})
+    served = served_certificate(host)
+    assert served["serial"] == short.lstrip("0")
+    assert served["not_after"] < datetime.now(UTC) + timedelta(days=2)
+
+    converge(run_playbook, host)
+    served = served_certificate(host)
+    assert served["serial"] != short.lstrip("0")
+    assert served["not_after"] > datetime.now(UTC) + timedelta(days=300), served
+    assert served == installed_certificate(host)
+    assert verify_full(host).rc == 0
+
+
+def test_first_host_without_tls_does_not_keep_the_others_from_theirs(run_playbook):
+    """With a new site PKI and TLS off on the first host of the play, the other host still gets its certificate
+    (and the CA is made for it); then TLS comes back on the first host."""
+    secrets = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent / ".secrets"
+    shutil.rmtree(secrets, ignore_errors=True)
+    result = run_playbook(SCENARIO / "tls_first_host_off.yml")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    hosts = instances()
+    ssl = {name(h): query(h, "SHOW ssl") for h in hosts}
+    assert sorted(ssl.values()) == ["off", "on"], ssl
+    for h in hosts:
+        if ssl[name(h)] == "on":
+            ca = next(secrets.rglob("ca.crt")).read_text()
+            assert h.file(f"{conf_dir(h)}/tls/ca.crt").content_string == ca, "signed by the CA made in this run"
+            assert verify_full(h).rc == 0
+    out = converge(run_playbook)
+    for h in hosts:
+        assert query(h, "SHOW ssl") == "on"
+        assert verify_full(h).rc == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -102,12 +103,28 @@ def test_replication_needs_the_password(primary, replica):
     assert (passfile.user, passfile.mode) == ("postgres", 0o600)
 
 
+def test_facts_name_each_host_s_role_and_primary(run_playbook):
+    """postgresql_facts (entry point `facts`, one read-only probe) on the primary and the replica."""
+    env = {"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1"}
+    result = run_playbook(HERE.parent / "facts.yml", env_extra=env, limit="postgresql")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    facts = {h: r["postgresql_facts"] for h, r in report["plays"][0]["tasks"][-1]["hosts"].items()}
+    assert {h: (f["replication_role"], f["primary_host"]) for h, f in facts.items()} == {
+        PRIMARY: ("primary", PRIMARY),
+        REPLICA: ("replica", PRIMARY),
+    }
+    assert facts[REPLICA]["data_directory"] == "/var/lib/postgresql/15/main"
+    assert facts[REPLICA]["tls"]["ca_file"] == "/etc/postgresql/15/main/tls/ca.crt"
+
+
 def changed_tasks(out: str, host: str) -> set[str]:
-    """Names of the tasks that reported a change on host in an ansible-playbook output."""
+    """Names of the tasks and handlers that reported a change on host in an ansible-playbook output (a handler's
+    change is its own, not that of the task before it, e.g. the flush_handlers task)."""
     changed = set()
     task = None
     for line in out.splitlines():
-        match = re.match(r"TASK \[(?:[^:\]]+ : )?(.+?)\] \*", line)
+        match = re.match(r"(?:TASK|RUNNING HANDLER) \[(?:[^:\]]+ : )?(.+?)\] \*", line)
         if match:
             task = match.group(1)
         elif task and re.match(rf"changed: \[{re.escape(host)}(\]| ->)", line):
@@ -123,8 +140,7 @@ def test_adding_a_replica_and_rerunning(primary, replica, run_converge_with_inve
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
     reload_only = {
-        "Write the client authentication rules",
-        "Remove the copy of the previous pg_hba.conf",
+        "Write the settings and client authentication (checked by PostgreSQL before they go live)",
         "Reload PostgreSQL",
     }
     assert changed_tasks(out, PRIMARY) <= reload_only | {"Create a physical replication slot per replica"}
