@@ -18,4 +18,3 @@ def load_role_script(role: str, name: str):
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     return module
-

@@ -9,7 +9,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-
 from role_scripts import load_role_script
 
 emit = load_role_script("otel_collector", "apes-otlp-emit")
@@ -97,7 +96,7 @@ def test_metrics_payload_refuses_bad_gauges(gauge, message):
 
 def test_attribute_value_types():
     kv = emit._key_values({"b": True, "i": 3, "f": 0.25, "s": "x", "l": [1, "a"], "n": None})
-    assert dict((item["key"], item["value"]) for item in kv) == {
+    assert {item["key"]: item["value"] for item in kv} == {
         "b": {"boolValue": True},
         "f": {"doubleValue": 0.25},
         "i": {"intValue": "3"},
@@ -152,8 +151,8 @@ class _Collector:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                length = int(self.headers["Content-Length"])
-                collector.requests.append((self.path, self.headers["Content-Type"], json.loads(self.rfile.read(length))))
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                collector.requests.append((self.path, self.headers["Content-Type"], body))
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
