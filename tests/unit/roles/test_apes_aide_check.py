@@ -73,7 +73,11 @@ def test_telemetry():
     by_kind = {g["attributes"]["kind"]: g["value"] for g in document["gauges"] if g["name"] == "apes_aide_differences"}
     assert by_kind == {"added": 3, "removed": 2, "changed": 3}
     values = {g["name"]: g["value"] for g in document["gauges"] if g["name"] != "apes_aide_differences"}
-    assert values == {"apes_aide_check_success": 1, "apes_aide_last_check_timestamp_seconds": 10, "apes_aide_entries": 16377}
+    assert values == {
+        "apes_aide_check_success": 1,
+        "apes_aide_last_check_timestamp_seconds": 10,
+        "apes_aide_entries": 16377,
+    }
     failed = aide.telemetry(None, "no database", 10, "db1")
     assert [(g["name"], g["value"]) for g in failed["gauges"]] == [
         ("apes_aide_check_success", 0),
