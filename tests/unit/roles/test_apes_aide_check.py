@@ -131,3 +131,19 @@ def test_accept_keeps_the_database_when_the_update_fails(tmp_path, capsys):
     assert aide.main(["--aide", str(fake_aide), "--accept", "--database", str(database)]) == 1
     assert database.read_text() == "old"
     assert "aide --update failed (17)" in capsys.readouterr().err
+
+
+def test_init_makes_the_first_database(tmp_path):
+    database, new = tmp_path / "aide.db", tmp_path / "aide.db.new"
+    fake_aide = _script(tmp_path, "aide", f"assert sys.argv[2] == '--init'\nopen({str(new)!r}, 'w').write('first')")
+    argv = ["--aide", str(fake_aide), "--init", "--database", str(database), "--database-new", str(new)]
+    assert aide.main(argv) == 0
+    assert database.read_text() == "first"
+
+
+def test_init_fails_on_any_aide_error(tmp_path, capsys):
+    fake_aide = _script(tmp_path, "aide", "sys.exit(1)")
+    argv = ["--aide", str(fake_aide), "--init", "--database", str(tmp_path / "db")]
+    assert aide.main(argv) == 1
+    assert not (tmp_path / "db").exists()
+    assert "aide --init failed (1)" in capsys.readouterr().err
