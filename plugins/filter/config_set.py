@@ -13,10 +13,10 @@ author:
 description:
   - Returns the text of a configuration file with each key of O(settings) set to its value, and every
     other line as it was. Made for distribution files that have no drop-in directory, such as
-    C(/etc/login.defs) or C(/etc/aide/aide.conf): read the file (M(apes.infra.host_probe) with a
+    C(/etc/login.defs) or C(/etc/aide/aide.conf). Read the file (M(apes.infra.host_probe) with a
     C(cat) command), set the keys on the controller, write the result with M(apes.infra.managed_files).
   - The first active line of a key is replaced by C(<key><separator><value>); later active lines of the
-    same key are commented out, so the file has one value whatever the program reads (first or last).
+    same key are commented out, so that the file has one value, whichever a program reads (first or last).
   - A key without an active line is inserted after its last commented-out example (C(#KEY ...)), so it
     stays beside its documentation, or else appended at the end.
   - Applying the same settings to the result changes nothing.
