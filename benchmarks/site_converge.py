@@ -40,7 +40,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 INVENTORY = PROJECT / "inventories" / "local" / "hosts.yml"
 ROLES = ["os_tuning", "docker", "postgresql", "pgbackrest", "redis", "otel_collector"]
 # profile_roles prints "<role> ---- 12.34s" lines at the end of the run.
-_ROLE_TIME = re.compile(r"^(?:apes\.infra\.)?(\w+) -+ (\d+\.\d+)s$", re.M)
+_ROLE_TIME = re.compile(r"^(?:apes\.infra\.)?(?!total )(\w+) -+ (\d+\.\d+)s$", re.M)
 
 
 class Run:
@@ -49,10 +49,15 @@ class Run:
 
 
 def playbook(
-    path: str, env: dict | None = None, cwd: Path = PROJECT, clean_env: bool = False, extra: list[str] | None = None
+    path: str,
+    env: dict | None = None,
+    cwd: Path = PROJECT,
+    clean_env: bool = False,
+    extra: list[str] | None = None,
+    inventory: Path = INVENTORY,
 ) -> Run:
     target = path if "/" not in path and not path.endswith(".yml") else str(PROJECT / path)
-    cmd = ["ansible-playbook", "-i", str(INVENTORY), target, *(extra or [])]
+    cmd = ["ansible-playbook", "-i", str(inventory), target, *(extra or [])]
     base = {k: v for k, v in os.environ.items() if not (clean_env and k.startswith("ANSIBLE_"))}
     with tempfile.NamedTemporaryFile(suffix=".json") as counts_file:
         full_env = dict(

@@ -4,7 +4,7 @@
 #
 # Caches live outside the checkout so that fresh clones (CI) reuse them:
 #   APES_CACHE (default /var/cache/apes-infra as root, ~/.cache/apes-infra otherwise)
-#     venv-<hash>/        the pinned tools (requirements-dev.txt)
+#     venv-<lane>-<hash>/ the pinned tools of each lane (requirements-<lane>.txt + requirements-tools.txt)
 #     pip/                pip's download cache
 #     images/             base image root filesystems as tarballs, keyed by build inputs
 #     apt-cacher-ng/      .deb cache shared by every test container (through a local proxy)
@@ -78,30 +78,143 @@ daemonize() {
   as_root setsid --fork bash -c "$close_fds; exec \"\$@\"" daemon "$@" </dev/null >>"$APES_CACHE/daemons.log" 2>&1
 }
 
-# --- Python virtual environment with the pinned tools ----------------------------------------
-_venv_path() {
-  echo "$APES_CACHE/venv-$(hash_of "$APES_ROOT/requirements-dev.txt" <("$APES_PYTHON" -c 'import sys; print(sys.version)'))"
+# --- Python virtual environments with the pinned tools, one per lane ------------------------
+# A lane is one ansible-core release line with the collections of its `ansible` package, on a
+# Python that release supports on the controller (README, "Lanes"):
+#   2.19   requirements-2.19.txt   the machine's python3 (APES_PYTHON), 3.11 to 3.13
+#   2.21   requirements-2.21.txt   Python 3.12 to 3.14: python3 when new enough (Debian 13),
+#                                  else python3.13 or python3.12 on PATH (APES_PYTHON_2_21 overrides)
+# Both add requirements-tools.txt. ensure_venv enters the newest lane this machine can run;
+# ensure_lanes prepares every lane for the test suite and records why a lane cannot run.
+APES_LANES="2.19 2.21"
+
+_lane_var() { echo "${1//./_}"; }   # 2.21 -> 2_21, for variable names
+
+_path_without_venvs() {
+  # PATH without our own virtual environments: a lane's Python is never another lane's venv.
+  local dir dirs out=()
+  IFS=: read -ra dirs <<<"$PATH"
+  for dir in "${dirs[@]}"; do
+    [[ "$dir" == "$APES_CACHE"/venv-* ]] || out+=("$dir")
+  done
+  (IFS=:; echo "${out[*]}")
 }
 
-_create_venv() {
-  local venv="$1"
+_python_candidates() {
+  # Absolute paths of the interpreters NAME... on PATH, in order. A pyenv shim runs only the
+  # versions pyenv has selected; when it refuses, the interpreters it stands for are used.
+  local name path
+  for name in "$@"; do
+    path="$(PATH="$(_path_without_venvs)" command -v "$name" 2>/dev/null)" || continue
+    if [[ "$path" == */shims/* ]] && ! "$path" -c '' >/dev/null 2>&1 && command -v pyenv >/dev/null 2>&1; then
+      # No version of pyenv has NAME: nothing to offer, the next name is tried.
+      pyenv whence --path "$name" 2>/dev/null || true
+    else
+      echo "$path"
+    fi
+  done
+}
+
+# _lane_python LANE: sets APES_LANE_PYTHON to the interpreter for LANE, or returns 1 with the
+# reason in APES_LANE_REASON. Looked up once per lane and shell (pyenv shims are slow to start).
+declare -gA __apes_lane_python=() __apes_lane_reason=()
+_lane_python() {
+  if [[ -n "${__apes_lane_python[$1]:-}" ]]; then APES_LANE_PYTHON="${__apes_lane_python[$1]}"; return 0; fi
+  if [[ -n "${__apes_lane_reason[$1]:-}" ]]; then APES_LANE_REASON="${__apes_lane_reason[$1]}"; return 1; fi
+  if _find_lane_python "$1"; then __apes_lane_python[$1]="$APES_LANE_PYTHON"; return 0; fi
+  __apes_lane_reason[$1]="$APES_LANE_REASON"
+  return 1
+}
+
+_find_lane_python() {
+  local lane="$1" min max names=() cand ver tried=()
+  case "$lane" in
+    2.19) min=11 max=13; names=("$APES_PYTHON") ;;
+    2.21) min=12 max=14; read -ra names <<<"${APES_PYTHON_2_21:-python3 python3.13 python3.12}" ;;
+    *) die "unknown lane $lane (lanes: $APES_LANES)" ;;
+  esac
+  while read -r cand; do
+    [[ -n "$cand" ]] || continue
+    if ! ver="$("$cand" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)"; then
+      tried+=("$cand (does not run)")
+    elif [[ "${ver%%.*}" == 3 && "${ver#*.}" -ge $min && "${ver#*.}" -le $max ]]; then
+      APES_LANE_PYTHON="$cand"
+      return 0
+    else
+      tried+=("$cand is $ver")
+    fi
+  done < <(_python_candidates "${names[@]}")
+  [[ ${#tried[@]} -gt 0 ]] || tried=("no ${names[*]} on PATH")
+  APES_LANE_REASON="ansible-core $lane needs Python 3.$min to 3.$max: ${tried[0]}"
+  for cand in "${tried[@]:1}"; do APES_LANE_REASON+="; $cand"; done
+  return 1
+}
+
+_venv_path() {  # _venv_path LANE PYTHON
+  echo "$APES_CACHE/venv-$1-$(hash_of "$APES_ROOT/requirements-$1.txt" "$APES_ROOT/requirements-tools.txt" \
+    <("$2" -c 'import sys; print(sys.version)'))"
+}
+
+_create_venv() {  # _create_venv VENV LANE PYTHON
+  local venv="$1" lane="$2" python="$3"
   [[ -f "$venv/.complete" ]] && return 0
-  log "creating virtual environment $venv"
+  log "creating virtual environment $venv (ansible-core $lane, $("$python" -V 2>&1))"
   rm -rf "$venv"
-  "$APES_PYTHON" -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check --cache-dir "$APES_CACHE/pip" -r "$APES_ROOT/requirements-dev.txt"
+  "$python" -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check --cache-dir "$APES_CACHE/pip" \
+    -r "$APES_ROOT/requirements-$lane.txt"
   touch "$venv/.complete"
 }
 
-ensure_venv() {
+# _lane_venv LANE: creates the lane's virtual environment when missing; sets APES_LANE_VENV, or
+# returns 1 with the reason in APES_LANE_REASON when this machine has no Python for the lane.
+_lane_venv() {
   local venv
+  _lane_python "$1" || return 1
   mkdir -p "$APES_CACHE"
-  venv="$(_venv_path)"
-  [[ -f "$venv/.complete" ]] || with_lock venv _create_venv "$venv"
-  APES_VENV="$venv"
-  export APES_VENV
-  export PATH="$venv/bin:$PATH"
-  export VIRTUAL_ENV="$venv"
+  venv="$(_venv_path "$1" "$APES_LANE_PYTHON")"
+  [[ -f "$venv/.complete" ]] || with_lock venv _create_venv "$venv" "$1" "$APES_LANE_PYTHON"
+  APES_LANE_VENV="$venv"
+}
+
+# enter_lane LANE: enters LANE's virtual environment (PATH, VIRTUAL_ENV, APES_VENV, APES_LANE),
+# creating it when missing.
+enter_lane() {
+  _lane_venv "$1" || die "$APES_LANE_REASON"
+  APES_VENV="$APES_LANE_VENV"
+  APES_LANE="$1"
+  VIRTUAL_ENV="$APES_VENV"
+  PATH="$APES_VENV/bin:$(_path_without_venvs)"
+  export APES_VENV APES_LANE VIRTUAL_ENV PATH
+}
+
+# ensure_venv: enters the newest lane this machine has a Python for.
+ensure_venv() {
+  local lane="" candidate newest="${APES_LANES##* }"
+  for candidate in $APES_LANES; do
+    _lane_python "$candidate" && lane="$candidate"
+  done
+  [[ -n "$lane" ]] || die "no lane can run here: $APES_LANE_REASON"
+  [[ "$lane" == "$newest" ]] || log "using the ansible-core $lane lane: the $newest lane cannot run here ($APES_LANE_REASON)"
+  enter_lane "$lane"
+}
+
+# ensure_lanes: every lane's virtual environment, for the test suite: APES_VENV_<lane> for a lane
+# that can run, APES_LANE_NOT_RUN_<lane> (the reason) for one that cannot. Then enters the newest.
+ensure_lanes() {
+  local lane var
+  for lane in $APES_LANES; do
+    var="$(_lane_var "$lane")"
+    unset "APES_VENV_$var" "APES_LANE_NOT_RUN_$var"
+    if _lane_venv "$lane"; then
+      export "APES_VENV_$var=$APES_LANE_VENV"
+    else
+      log "the ansible-core $lane lane does not run here: $APES_LANE_REASON"
+      export "APES_LANE_NOT_RUN_$var=$APES_LANE_REASON"
+    fi
+  done
+  export APES_LANES
+  ensure_venv
 }
 
 # --- Docker engine -----------------------------------------------------------------------------
@@ -299,19 +412,31 @@ ensure_images() {
   run_parallel debian-12-image 'ensure_image 12 bookworm' debian-13-image 'ensure_image 13 trixie'
 }
 
-# Every tool this machine needs outside the virtual environment, installed once and before any
-# parallel step: git, shellcheck (ansible-test), gnupg and openssl (docker scenario), debootstrap
-# (base images), apt-cacher-ng (package cache for the containers), Debian's docker.io when no
-# Docker engine is installed, faketime (unit tests with the clock moved).
+# Every tool this machine needs outside the virtual environments, installed once and before any
+# parallel step: python3-venv (virtual environments from Debian's python3), git, shellcheck
+# (ansible-test), gnupg (the docker role's key check, community.crypto.gpg_fingerprint, and the
+# docker scenario's throwaway keys), openssl (docker scenario), debootstrap (base images),
+# apt-cacher-ng (package cache for the containers), Debian's docker.io when no Docker engine is
+# installed, faketime (unit tests with the clock moved).
 ensure_host_tools() {
-  local pkgs=(shellcheck git gnupg openssl debootstrap apt-cacher-ng faketime)
+  local pkgs=(python3-venv shellcheck git gnupg openssl debootstrap apt-cacher-ng faketime)
   command -v dockerd >/dev/null 2>&1 || pkgs+=(docker.io)
   apt_install "${pkgs[@]}"
 }
 
+# The local environment: the newest lane only.
 bootstrap_all() {
   ensure_host_tools
   ensure_venv
+  ensure_docker
+  ensure_apt_proxy
+  ensure_images
+}
+
+# The test suite (and scripts/bootstrap): every lane.
+bootstrap_lanes() {
+  ensure_host_tools
+  ensure_lanes
   ensure_docker
   ensure_apt_proxy
   ensure_images

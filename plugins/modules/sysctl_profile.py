@@ -18,7 +18,11 @@ description:
     V(persisted) (the key is read-only here, for example a non-namespaced key inside a container,
     so only the file carries it and it applies at the next boot of a host that can set it), or
     V(unknown) (this kernel has no such key).
-  - Unknown keys fail the task unless O(allow_missing=true), so a typo does not pass silently.
+  - Unknown keys fail the task unless O(allow_missing=true), so a typo does not pass silently. Every key
+    is looked up before anything is written; when one is unknown, neither the running kernel nor the
+    file is changed.
+  - A value the kernel refuses fails the task naming the key, after the values already written by this
+    run were put back; the file is then not written either.
   - The module owns the whole file. Keys removed from O(parameters) disappear from the file;
     their live values are left as they are (the module cannot know what they were before).
 author:
@@ -144,10 +148,11 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.apes.infra.plugins.module_utils.sysctl import (
+from ansible_collections.apes.infra.plugins.module_utils._sysctl import (
     STATUS_PERSISTED,
     STATUS_UNKNOWN,
     SysctlError,
+    UnknownKeysError,
     plan_and_apply,
     render_file,
     validate_parameters,
@@ -188,21 +193,20 @@ def main():
     before = _read(path)
     file_changed = before != content
 
-    # Live values first: an out-of-range value fails before the file would carry it to the next boot.
+    # Every key is looked up before anything changes: an unknown key (a typo) fails with the kernel and
+    # the file untouched. Then live values, before the file: an out-of-range value fails (the values
+    # already written put back) before the file would carry it to the next boot.
+    missing_ok = None if module.params["allow_missing"] else module.params["optional"]
     try:
-        report = plan_and_apply(wanted, apply_live=module.params["apply_live"], check_mode=module.check_mode)
+        report = plan_and_apply(
+            wanted, apply_live=module.params["apply_live"], check_mode=module.check_mode, missing_ok=missing_ok
+        )
+    except UnknownKeysError as exc:
+        module.fail_json(msg=str(exc), parameters=exc.report)
     except SysctlError as exc:
         module.fail_json(msg=str(exc))
 
     unknown = sorted(k for k, v in report.items() if v["status"] == STATUS_UNKNOWN)
-    required_unknown = [k for k in unknown if k not in module.params["optional"]]
-    if required_unknown and not module.params["allow_missing"]:
-        module.fail_json(
-            msg="this kernel has no parameter {}; fix the name, or set allow_missing=true to persist it anyway".format(
-                ", ".join(required_unknown)
-            ),
-            parameters=report,
-        )
 
     if file_changed and not module.check_mode:
         directory = os.path.dirname(path)

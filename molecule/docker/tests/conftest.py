@@ -74,30 +74,45 @@ def image(host) -> str:
 
 
 @pytest.fixture(scope="session")
-def throwaway_keys(tmp_path_factory) -> dict[str, tuple[str, str]]:
-    """Two OpenPGP public keys made for this run with gpg (private keys stay in a temporary home):
-    {"trusted": (armored, fingerprint), "other": (armored, fingerprint)}."""
+def gnupg_home(tmp_path_factory) -> dict[str, str]:
+    """The environment of gpg with a home of its own for this run (private keys stay there)."""
     home = tmp_path_factory.mktemp("gnupg")
     home.chmod(0o700)
-    env = dict(os.environ, GNUPGHOME=str(home))
+    return dict(os.environ, GNUPGHOME=str(home))
+
+
+def _gpg(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    return subprocess.run(
+        ["gpg", "--batch", *args], env=env, input=stdin, check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.fixture(scope="session")
+def throwaway_keys(gnupg_home) -> dict[str, tuple[str, str]]:
+    """Two OpenPGP public keys made for this run with gpg: {"trusted": (armored, fingerprint),
+    "other": (armored, fingerprint)}, the primary keys' fingerprints. "trusted" also has a signing
+    subkey, like Docker's release key, whose subkey signs the repository."""
     keys = {}
     for label in ("trusted", "other"):
         uid = f"apes docker test {label} <{label}@example.invalid>"
-        subprocess.run(
-            ["gpg", "--batch", "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "1d"],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        colons = subprocess.run(
-            ["gpg", "--with-colons", "--list-keys", uid], env=env, check=True, capture_output=True, text=True
-        ).stdout
+        _gpg(gnupg_home, "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "1d")
+        colons = _gpg(gnupg_home, "--with-colons", "--list-keys", uid)
         fingerprint = next(line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr:"))
-        armored = subprocess.run(
-            ["gpg", "--armor", "--export", uid], env=env, check=True, capture_output=True, text=True
-        ).stdout
-        keys[label] = (armored, fingerprint)
+        if label == "trusted":
+            _gpg(gnupg_home, "--passphrase", "", "--quick-add-key", fingerprint, "ed25519", "sign", "1d")
+        keys[label] = (_gpg(gnupg_home, "--armor", "--export", uid), fingerprint)
     return keys
+
+
+@pytest.fixture(scope="session")
+def clearsign(gnupg_home, throwaway_keys):
+    """clearsign(label, text) -> text signed inline (an InRelease file) with the key's newest signing
+    key: the subkey for "trusted", the primary key for "other"."""
+
+    def sign(label: str, text: str) -> str:
+        return _gpg(gnupg_home, "--local-user", throwaway_keys[label][1], "--clearsign", stdin=text)
+
+    return sign
 
 
 @pytest.fixture(scope="session")

@@ -445,7 +445,7 @@ def test_upstream_repository(playbook, instances, throwaway_keys, wait_for):
         source = h.file(UPSTREAM_FILES[1]).content_string
         assert "# Ansible managed" in source
         assert f"Suites: {RELEASE[name]}\n" in source
-        assert "Signed-By: /etc/apt/keyrings/docker.asc\n" in source
+        assert f"Signed-By: /etc/apt/keyrings/docker.asc {fingerprint}\n" in source
         uris = h.check_output("apt-get update --print-uris")
         assert f"https://download.docker.com/linux/debian/dists/{RELEASE[name]}/stable/binary-amd64/Packages" in uris
 
@@ -492,7 +492,7 @@ def test_upstream_repository(playbook, instances, throwaway_keys, wait_for):
         )
         assert wrong.returncode != 0
         out = re.sub(r"\s+", " ", wrong.stdout + wrong.stderr)
-        assert f"has the fingerprint(s) {other_fingerprint}" in out
+        assert f"has the fingerprint {other_fingerprint}" in out
         assert f"docker_upstream_gpg_fingerprint is {fingerprint}: the key is not trusted" in out
         for h in instances.values():
             assert not h.file(UPSTREAM_FILES[0]).exists
@@ -516,6 +516,74 @@ def test_upstream_repository(playbook, instances, throwaway_keys, wait_for):
         for path in UPSTREAM_FILES:
             assert not h.file(path).exists, f"{path} left behind after switching back to distro"
         assert "download.docker.com" not in h.check_output("apt-get update --print-uris")
+
+
+# An empty Packages file, as a repository index lists it.
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+REPO_PORT = 18766
+# apt-get update of the upstream source alone, into lists of its own (the instance's Debian lists
+# stay as they are), straight to the loopback (the image's apt proxy is the host's).
+UPDATE_UPSTREAM_ONLY = (
+    "rm -rf /tmp/apes-lists && mkdir -p /tmp/apes-lists/partial && chown _apt /tmp/apes-lists/partial && "
+    "apt-get update -o Dir::Etc::SourceList=/etc/apt/sources.list.d/docker.sources "
+    "-o Dir::Etc::SourceParts=/nonexistent -o Dir::State::Lists=/tmp/apes-lists "
+    "-o Acquire::Languages=none -o Acquire::http::Proxy::127.0.0.1=DIRECT"
+)
+
+
+def test_apt_trusts_only_the_pinned_key_of_the_key_file(playbook, instances, throwaway_keys, clearsign, wait_for):
+    """community.crypto.gpg_fingerprint reads the first key of a file only, so a key file with a
+    second key appended after the pinned one is installed; apt still accepts only signatures by the
+    pinned key, because Signed-By names its fingerprint. A repository on each instance's loopback is
+    signed by the appended key (refused), then by the pinned key's subkey, as Docker signs (accepted)."""
+    trusted, fingerprint = throwaway_keys["trusted"]
+    other, _other_fingerprint = throwaway_keys["other"]
+    appended = {
+        "docker_source": "upstream",
+        "docker_upstream_url": f"http://127.0.0.1:{REPO_PORT}/repo",
+        "docker_upstream_gpg_key": trusted + other,
+        "docker_upstream_gpg_fingerprint": fingerprint,
+    }
+    try:
+        result = playbook(appended, tags=["docker_repository"])
+        assert result.returncode == 0, result.stdout[-3000:]
+        releases = {}
+        for name, h in instances.items():
+            assert h.file(UPSTREAM_FILES[0]).content_string == trusted + other
+            suite = RELEASE[name]
+            releases[name] = (
+                f"Origin: apes test\nSuite: {suite}\nCodename: {suite}\nComponents: stable\nArchitectures: amd64\n"
+                f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S UTC', time.gmtime())}\n"
+                f"SHA256:\n {EMPTY_SHA256} 0 stable/binary-amd64/Packages\n"
+            )
+            h.run("systemctl stop apes-test-repo; rm -rf /srv/apes-repo")
+            h.check_output(
+                f"mkdir -p /srv/apes-repo/repo/dists/{suite}/stable/binary-amd64"
+                f" && : > /srv/apes-repo/repo/dists/{suite}/stable/binary-amd64/Packages"
+            )
+            h.check_output(
+                "systemd-run --unit apes-test-repo --property=Type=exec "
+                f"python3 -m http.server {REPO_PORT} --bind 127.0.0.1 --directory /srv/apes-repo"
+            )
+        probe = f"python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{REPO_PORT}/')\""
+        for h in instances.values():
+            wait_for(lambda h=h: h.run(probe).rc == 0, timeout=10, step=0.5, what="the test repository")
+        for signer, accepted in (("other", False), ("trusted", True)):
+            for name, h in instances.items():
+                in_release = f"/srv/apes-repo/repo/dists/{RELEASE[name]}/InRelease"
+                write_file(h, in_release, clearsign(signer, releases[name]), mode="0644")
+                update = h.run(UPDATE_UPSTREAM_ONLY)
+                out = update.stdout + update.stderr
+                if accepted:
+                    assert update.rc == 0, f"{name}, signed by the pinned key's subkey: {out}"
+                else:
+                    assert update.rc != 0, f"{name}: apt accepted a signature by the appended key: {out}"
+                    assert "is not signed" in out, out
+    finally:
+        for h in instances.values():
+            h.run("systemctl stop apes-test-repo; rm -rf /srv/apes-repo /tmp/apes-lists")
+        back = playbook(tags=["docker_repository"])
+    assert back.returncode == 0, back.stdout[-3000:]
 
 
 def test_version_pin(playbook, instances):
@@ -542,3 +610,79 @@ def test_version_pin(playbook, instances):
     assert back.returncode == 0, back.stdout[-3000:]
     for h in instances.values():
         assert not h.file("/etc/apt/preferences.d/docker").exists
+
+
+# --- one tag alone, after a change: the running daemon, timer or group picks it up ----------------
+
+
+def _labels(h) -> list:
+    return json.loads(h.check_output("docker info --format '{{json .Labels}}'")) or []
+
+
+def test_config_tag_alone_reloads_the_daemon(playbook, instances, scenario_vars):
+    """--tags docker_config without docker_service (whose flush applies the handlers mid-play): the
+    reload still happens, at the end of the play, and only a reload."""
+    pids = {name: main_pid(h) for name, h in instances.items()}
+    labelled = {**scenario_vars["docker_daemon_config"], "labels": ["org.apes-infra.test=config-tag"]}
+    try:
+        result = playbook({"docker_daemon_config": labelled}, tags=["docker_config"])
+        assert result.returncode == 0, result.stdout[-3000:]
+        for name, h in instances.items():
+            assert "org.apes-infra.test=config-tag" in _labels(h), name
+            assert main_pid(h) == pids[name], "a label change must reload, not restart"
+    finally:
+        allow_restart(instances)
+        back = playbook(tags=["docker_config"])
+    assert back.returncode == 0, back.stdout[-3000:]
+    for name, h in instances.items():
+        assert _labels(h) == [], name
+
+
+def test_prune_tag_alone_reschedules_the_timer(playbook, instances):
+    def calendar(h) -> str:
+        return h.check_output(f"systemctl show -p TimersCalendar --value {PRUNE}.timer")
+
+    try:
+        result = playbook({"docker_prune_on_calendar": "*-*-* 03:17:00"}, tags=["docker_prune"])
+        assert result.returncode == 0, result.stdout[-3000:]
+        for name, h in instances.items():
+            assert "03:17:00" in calendar(h), name
+            assert h.service(f"{PRUNE}.timer").is_running
+    finally:
+        back = playbook(tags=["docker_prune"])
+    assert back.returncode == 0, back.stdout[-3000:]
+    for name, h in instances.items():
+        assert "03:17:00" not in calendar(h), name
+        assert h.service(f"{PRUNE}.timer").is_running
+
+
+def test_users_tag_alone_adds_a_member_who_can_use_docker(playbook, instances, scenario_vars):
+    for h in instances.values():
+        h.check_output("id apes-dev2 >/dev/null 2>&1 || useradd --create-home apes-dev2")
+    try:
+        result = playbook({"docker_users": [*scenario_vars["docker_users"], "apes-dev2"]}, tags=["docker_users"])
+        assert result.returncode == 0, result.stdout[-3000:]
+        for name, h in instances.items():
+            assert "docker" in h.user("apes-dev2").groups, name
+            member = h.run("runuser -u apes-dev2 -- docker ps --quiet")
+            assert member.rc == 0, member.stderr
+    finally:
+        for h in instances.values():
+            h.run("userdel --remove apes-dev2")
+
+
+def test_service_tag_alone_starts_a_stopped_daemon(playbook, instances):
+    for h in instances.values():
+        h.check_output("systemctl stop docker.service docker.socket")
+    allow_restart(instances)
+    result = playbook(tags=["docker_service"])
+    assert result.returncode == 0, result.stdout[-3000:]
+    for name, h in instances.items():
+        assert h.service("docker").is_running, name
+        assert h.run("docker version --format '{{.Server.Version}}'").rc == 0
+
+
+def test_check_mode_on_the_converged_hosts_changes_nothing(playbook, instances):
+    result = playbook(check=True, diff=True)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert {name: c["changed"] for name, c in recap(result).items()} == dict.fromkeys(instances, 0)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pytest
+import testinfra
+import yaml
 
 DROPIN = "/etc/sysctl.d/90-apes-infra.conf"
 HERE = Path(__file__).resolve().parent
@@ -31,6 +34,16 @@ EXPECTED = {
 }
 # User overrides from converge.yml, on both.
 OVERRIDES = {"net.ipv4.tcp_rmem": "4096 131072 6291456", "net.ipv4.tcp_fin_timeout": "30"}
+
+
+PLATFORMS = [p["name"] for p in yaml.safe_load((HERE.parent / "molecule.yml").read_text())["platforms"]]
+
+
+@pytest.fixture(scope="module")
+def instances() -> dict:
+    """Every instance as a testinfra host, for tests that run the role once on all of them."""
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    return {name: testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory) for name in PLATFORMS}
 
 
 def dropin(host) -> dict[str, str]:
@@ -139,6 +152,26 @@ def test_module_refuses_bad_values_naming_the_key(host, ansible_module, paramete
     assert not host.file(path).exists
 
 
+def test_unknown_key_changes_nothing_live(host, ansible_module):
+    """One unknown key next to a valid, writable one: the task fails and the kernel keeps its value
+    (every key is looked up before the first write), and no file is written."""
+    path = "/etc/sysctl.d/96-molecule-bad.conf"
+    original = live(host, "net.ipv4.tcp_keepalive_probes")
+    target = "7" if original != "7" else "8"
+    try:
+        result = ansible_module(
+            host,
+            "apes.infra.sysctl_profile",
+            {"path": path, "parameters": {"net.ipv4.tcp_keepalive_probes": target, "net.core.no_such_key": 1}},
+        )
+        assert result.get("failed"), result
+        assert "this kernel has no parameter net.core.no_such_key" in result["msg"]
+        assert live(host, "net.ipv4.tcp_keepalive_probes") == original
+        assert not host.file(path).exists
+    finally:
+        host.run(f"rm -f {path}; sysctl -q -w net.ipv4.tcp_keepalive_probes={original}")
+
+
 def test_unknown_key_allowed_when_asked(host, ansible_module):
     path = "/etc/sysctl.d/97-molecule-missing.conf"
     try:
@@ -210,3 +243,88 @@ def test_bad_input_fails_before_any_change(host, run_playbook):
         assert variable in out, out[-2000:]
         assert re.search(r"changed=0\s", out), "nothing may change before validation fails"
     assert host.file(DROPIN).content_string == before
+
+
+# --- one tag alone, after a change: the change reaches the running system -----------------------
+
+
+def _journal_max(h) -> str:
+    """The size cap journald announced when it last started, normalized: "... max 1.0G, ..." (Debian 12)
+    and "... max 1G, ..." (Debian 13) are both "1G"."""
+    log = h.check_output("journalctl --no-pager -u systemd-journald")
+    found = re.findall(r"System Journal .* max ([0-9.]+)([KMGT])", log)
+    return f"{float(found[-1][0]):g}{found[-1][1]}" if found else ""
+
+
+TAG_CASES = {
+    # tag: (extra vars, what the running system shows once it picked the change up, and without it)
+    "os_tuning_sysctl": (
+        {"os_tuning_sysctl_overrides": {**OVERRIDES, "net.ipv4.tcp_fin_timeout": 31}},
+        lambda h: live(h, "net.ipv4.tcp_fin_timeout") == "31",
+    ),
+    "os_tuning_limits": (
+        {"os_tuning_nofile_soft": 65000},
+        lambda h: h.check_output("systemctl show -p DefaultLimitNOFILESoft --value") == "65000",
+    ),
+    "os_tuning_time_sync": (
+        {"os_tuning_ntp_servers": ["127.0.0.1", "127.0.0.2"]},
+        lambda h: "127.0.0.2" in h.check_output("chronyc -n sources"),
+    ),
+    "os_tuning_journald": (
+        {"os_tuning_journald_system_max_use": "512M"},
+        lambda h: _journal_max(h) == "512M",
+    ),
+    # /sys is read-only here, so the mode itself cannot go live: systemd must run the new unit.
+    "os_tuning_thp": (
+        {"os_tuning_thp_mode": "madvise"},
+        lambda h: (
+            "echo madvise >" in h.check_output("systemctl cat apes-thp.service")
+            and h.check_output("systemctl show -p NeedDaemonReload --value apes-thp.service") == "no"
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("tag", sorted(TAG_CASES))
+def test_one_tag_alone_applies_its_change(tag, instances, run_playbook, monkeypatch, wait_for):
+    """Each tag run on its own after a change restarts, re-executes or re-applies what that change
+    needs; and the same tag alone brings the converged state back."""
+    extra, picked_up = TAG_CASES[tag]
+    monkeypatch.setenv("ANSIBLE_RUN_TAGS", tag)
+    assert not any(picked_up(h) for h in instances.values()), "the change is already live before the run"
+    try:
+        result = run_playbook(HERE.parent / "converge.yml", extra_vars=extra)
+        assert result.returncode == 0, result.stdout[-3000:]
+        for name, h in instances.items():
+            # journald writes its new limits to its own journal a moment after it started.
+            wait_for(lambda h=h: picked_up(h), timeout=15, what=f"{name} to pick up the change of --tags {tag}")
+    finally:
+        back = run_playbook(HERE.parent / "converge.yml")
+    assert back.returncode == 0, back.stdout[-3000:]
+    for name, h in instances.items():
+        wait_for(lambda h=h: not picked_up(h), timeout=15, what=f"{name} to be back in the converged state")
+
+
+def test_check_mode_predicts_and_changes_nothing(instances, run_playbook, monkeypatch):
+    """Check and diff mode on the converged hosts: nothing to do; with a change, the diff shows it and
+    neither the file nor the running journald changes."""
+    monkeypatch.setenv("ANSIBLE_DIFF_ALWAYS", "1")
+    steady = run_playbook(HERE.parent / "converge.yml", check=True)
+    assert steady.returncode == 0, steady.stdout[-3000:]
+    assert all(re.search(rf"^{name}\s+: ok=\d+\s+changed=0\s", steady.stdout, re.M) for name in instances), (
+        steady.stdout[-3000:]
+    )
+    journald = {
+        n: h.check_output("systemctl show -p InvocationID --value systemd-journald") for n, h in instances.items()
+    }
+    conf = "/etc/systemd/journald.conf.d/90-apes-infra.conf"
+    predicted = run_playbook(
+        HERE.parent / "converge.yml", extra_vars={"os_tuning_journald_system_max_use": "2G"}, check=True
+    )
+    assert predicted.returncode == 0, predicted.stdout[-3000:]
+    assert "-SystemMaxUse=1G" in predicted.stdout
+    assert "+SystemMaxUse=2G" in predicted.stdout
+    for name, h in instances.items():
+        assert re.search(rf"^{name}\s+: ok=\d+\s+changed=[1-9]", predicted.stdout, re.M), predicted.stdout[-3000:]
+        assert "SystemMaxUse=1G" in h.file(conf).content_string
+        assert h.check_output("systemctl show -p InvocationID --value systemd-journald") == journald[name]

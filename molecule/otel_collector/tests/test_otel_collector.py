@@ -25,7 +25,8 @@ import testinfra
 import yaml
 
 HERE = Path(__file__).resolve().parent
-CONVERGE = HERE.parent / "converge.yml"
+# The collector alone (the services' roles ran in converge.yml); see the fixture `collector`.
+COLLECTOR = HERE / "collector.yml"
 AGENT = "apes-otel-collector-agent"
 GATEWAY = "apes-otel-collector-gateway"
 BINARY = "/usr/bin/otelcol"
@@ -85,8 +86,39 @@ def host_changes(stdout: str, name: str) -> int:
 
 
 def controller_builds() -> list[Path]:
-    cache = Path(os.environ.get("HOME", "/root")) / ".cache/apes-infra/otelcol/builds"
-    return sorted(cache.glob(f"{VERSION}-*/otelcol"))
+    """The collector builds in the role's default cache (otel_collector_cache_dir)."""
+    root = os.environ.get("APES_CACHE") or str(Path(os.environ.get("HOME", "/root")) / ".cache/apes-infra")
+    return sorted((Path(root) / "otelcol" / "builds").glob(f"{VERSION}-*/otelcol"))
+
+
+@pytest.fixture(scope="session")
+def published(run_playbook, tmp_path_factory) -> dict:
+    """What apes.infra.postgresql and apes.infra.redis published on the agent in a run of their roles
+    (tests/published.yml), without the inventory's own variables: the collector's input from them."""
+    path = tmp_path_factory.mktemp("published") / "facts.json"
+    tags = os.environ.pop("ANSIBLE_RUN_TAGS", None)  # the services' roles run in full
+    os.environ["APES_PUBLISHED_FILE"] = str(path)
+    try:
+        result = run_playbook(HERE / "published.yml")
+    finally:
+        del os.environ["APES_PUBLISHED_FILE"]
+        if tags is not None:
+            os.environ["ANSIBLE_RUN_TAGS"] = tags
+    assert result.returncode == 0, result.stdout[-3000:]
+    facts = {k: v for k, v in json.loads(path.read_text()).items() if k not in INVENTORY}
+    assert facts, "the services' roles published nothing"
+    return facts
+
+
+@pytest.fixture(scope="session")
+def collector(run_playbook, published):
+    """collector(extra_vars=None, limit=None, check=False): the collector role alone, with what the
+    services published (extra variables) and the test's own variables on top."""
+
+    def run(extra_vars=None, limit=None, check=False):
+        return run_playbook(COLLECTOR, extra_vars={**published, **(extra_vars or {})}, limit=limit, check=check)
+
+    return run
 
 
 def sha256(path: Path) -> str:
@@ -229,8 +261,8 @@ def test_redis_exporter_uses_tls_with_its_own_copy_of_the_client_certificate(age
 
 # The gateway creates its backend file on the first flush: until then `cat` fails, and the wait
 # goes on (run, not check_output).
-def test_span_over_otlp_http_reaches_the_gateway(agent, gateway):
-    trace_id = secrets.token_hex(16)
+def _send_span(agent, trace_id: str) -> None:
+    """One span to the agent's OTLP/HTTP receiver on its loopback."""
     span = {
         "resourceSpans": [
             {
@@ -256,6 +288,11 @@ def test_span_over_otlp_http_reaches_the_gateway(agent, gateway):
     agent.check_output(
         f"curl -fsS -X POST -H 'Content-Type: application/json' -d '{payload}' http://127.0.0.1:4318/v1/traces"
     )
+
+
+def test_span_over_otlp_http_reaches_the_gateway(agent, gateway):
+    trace_id = secrets.token_hex(16)
+    _send_span(agent, trace_id)
     assert wait_for(lambda: trace_id in gateway.run(f"cat {BACKEND}").stdout, timeout=60)
     record = next(line for line in gateway.file(BACKEND).content_string.splitlines() if trace_id in line)
     # The agent stamped its host name on the way.
@@ -321,28 +358,28 @@ def install_only(monkeypatch):
     monkeypatch.setenv("ANSIBLE_RUN_TAGS", "otel_collector_install")
 
 
-def test_config_change_reloads_without_restart(agent, run_playbook, config_only):
+def test_config_change_reloads_without_restart(agent, collector, config_only):
     pid = main_pid(agent)
     layer = {"otel_collector_config_zz_test": {"processors": {"batch": {"timeout": "2s"}}}}
-    result = run_playbook(CONVERGE, extra_vars=layer, limit=AGENT)
+    result = collector(extra_vars=layer, limit=AGENT)
     assert result.returncode == 0, result.stdout[-3000:]
     assert recap(result.stdout)[AGENT]["changed"] >= 1
     assert "timeout: 2s" in agent.file(CONFIG).content_string
     assert wait_for(lambda: healthy(agent))
     assert main_pid(agent) == pid, "a config change must reload (SIGHUP), not restart"
     # Back to the converged config, again by reload.
-    result = run_playbook(CONVERGE, limit=AGENT)
+    result = collector(limit=AGENT)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "timeout: 2s" not in agent.file(CONFIG).content_string
     assert wait_for(lambda: healthy(agent))
     assert main_pid(agent) == pid
 
 
-def test_invalid_config_fails_and_the_collector_keeps_running(agent, run_playbook, config_only):
+def test_invalid_config_fails_and_the_collector_keeps_running(agent, collector, config_only):
     pid = main_pid(agent)
     before = agent.check_output(f"sha256sum {CONFIG}")
     broken = {"otel_collector_config": {"service": {"pipelines": {"traces": {"exporters": ["nonexistent"]}}}}}
-    result = run_playbook(CONVERGE, extra_vars=broken, limit=AGENT)
+    result = collector(extra_vars=broken, limit=AGENT)
     assert result.returncode != 0
     output = " ".join((result.stdout + result.stderr).split())
     assert "Write the configuration (validated with `otelcol validate` first)" in output, output[-3000:]
@@ -381,8 +418,8 @@ def test_invalid_config_fails_and_the_collector_keeps_running(agent, run_playboo
         "postgresql-preset-without-postgresql",
     ],
 )
-def test_bad_input_fails_before_any_change(run_playbook, extra_vars, limit, message):
-    result = run_playbook(CONVERGE, extra_vars=extra_vars, limit=limit)
+def test_bad_input_fails_before_any_change(collector, extra_vars, limit, message):
+    result = collector(extra_vars=extra_vars, limit=limit)
     assert result.returncode != 0
     output = " ".join((result.stdout + result.stderr).split())
     assert message in output, output[-3000:]
@@ -448,12 +485,10 @@ def _release_vars(mirror, cache: Path) -> dict:
     }
 
 
-def test_release_method_downloads_once_verifies_and_installs(
-    agent, run_playbook, release_mirror, tmp_path, install_only
-):
+def test_release_method_downloads_once_verifies_and_installs(agent, collector, release_mirror, tmp_path, install_only):
     pid = main_pid(agent)
     cache = tmp_path / "cache"
-    result = run_playbook(CONVERGE, extra_vars=_release_vars(release_mirror, cache), limit=AGENT)
+    result = collector(extra_vars=_release_vars(release_mirror, cache), limit=AGENT)
     assert result.returncode == 0, result.stdout[-3000:]
     cached = cache / "releases" / VERSION / release_mirror["archive"].name
     assert cached.is_file()
@@ -464,16 +499,16 @@ def test_release_method_downloads_once_verifies_and_installs(
     assert main_pid(agent) == pid
     # A second run uses the cache: the mirror may be gone.
     shutil.rmtree(release_mirror["root"])
-    again = run_playbook(CONVERGE, extra_vars=_release_vars(release_mirror, cache), limit=AGENT)
+    again = collector(extra_vars=_release_vars(release_mirror, cache), limit=AGENT)
     assert again.returncode == 0, again.stdout[-3000:]
     assert recap(again.stdout)[AGENT]["changed"] == 0
 
 
-def test_release_with_a_wrong_checksum_is_refused(agent, run_playbook, release_mirror, tmp_path, install_only):
+def test_release_with_a_wrong_checksum_is_refused(agent, collector, release_mirror, tmp_path, install_only):
     sums = release_mirror["archive"].with_name(release_mirror["archive"].name + ".sha256")
     sums.write_text(f"{hashlib.sha256(b'something else').hexdigest()}  {release_mirror['archive'].name}\n")
     before = agent.check_output(f"sha256sum {BINARY}")
-    result = run_playbook(CONVERGE, extra_vars=_release_vars(release_mirror, tmp_path / "cache"), limit=AGENT)
+    result = collector(extra_vars=_release_vars(release_mirror, tmp_path / "cache"), limit=AGENT)
     assert result.returncode != 0
     output = " ".join((result.stdout + result.stderr).split())
     assert "did not match" in output, output[-3000:]
@@ -482,7 +517,7 @@ def test_release_with_a_wrong_checksum_is_refused(agent, run_playbook, release_m
     assert not list((tmp_path / "cache").rglob("otelcol-contrib"))
 
 
-def test_local_method_installs_a_verified_archive(agent, run_playbook, release_mirror, tmp_path, install_only):
+def test_local_method_installs_a_verified_archive(agent, collector, release_mirror, tmp_path, install_only):
     archive = release_mirror["archive"]
     extra = {
         "otel_collector_install_method": "local",
@@ -490,11 +525,161 @@ def test_local_method_installs_a_verified_archive(agent, run_playbook, release_m
         "otel_collector_local_checksum": f"sha256:{sha256(archive)}",
         "otel_collector_cache_dir": str(tmp_path / "cache"),
     }
-    result = run_playbook(CONVERGE, extra_vars=extra, limit=AGENT)
+    result = collector(extra_vars=extra, limit=AGENT)
     assert result.returncode == 0, result.stdout[-3000:]
     assert agent.check_output(f"sha256sum {BINARY}").split()[0] == release_mirror["binary_sha256"]
     wrong = dict(extra, otel_collector_local_checksum=f"sha256:{'0' * 64}")
-    refused = run_playbook(CONVERGE, extra_vars=wrong, limit=AGENT)
+    refused = collector(extra_vars=wrong, limit=AGENT)
     assert refused.returncode != 0
     output = " ".join((refused.stdout + refused.stderr).split())
     assert "does not match otel_collector_local_checksum" in output, output[-3000:]
+
+
+# --- one tag alone, after a change: the running services pick it up ----------------------------
+
+
+def _environ(h, unit: str) -> list[str]:
+    pid = int(h.check_output(f"systemctl show --property=MainPID --value {unit}"))
+    return h.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines()
+
+
+def _groups(h) -> set[str]:
+    status = h.file(f"/proc/{main_pid(h)}/status").content_string
+    return set(re.search(r"^Groups:\s*(.*)$", status, re.M).group(1).split())
+
+
+@pytest.fixture(scope="module")
+def journal_gid(agent) -> str:
+    return agent.check_output("getent group systemd-journal").split(":")[2]
+
+
+TAG_CHANGES = {
+    # tag: (variables, the running agent shows the change, a restart is expected)
+    "otel_collector_config": (
+        {"otel_collector_environment": {"APES_TAG_TEST": "picked-up"}},
+        lambda h, _gid: "APES_TAG_TEST=picked-up" in _environ(h, "otelcol.service"),
+    ),
+    "otel_collector_service": (
+        {"otel_collector_supplementary_groups": ["systemd-journal"]},
+        lambda h, gid: gid in _groups(h),
+    ),
+    "otel_collector_exporters": (
+        {"otel_collector_postgresql_database": "template1"},
+        lambda h, _gid: any(
+            line.startswith("DATA_SOURCE_URI=") and "/template1?" in line
+            for line in _environ(h, "prometheus-postgres-exporter.service")
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("tag", sorted(TAG_CHANGES))
+def test_one_tag_alone_restarts_what_its_change_needs(agent, collector, monkeypatch, tag, journal_gid):
+    """A change that needs a restart (the EnvironmentFile, the unit, an exporter's settings), applied by
+    running only its tag: the running process has it afterwards, and the same tag alone takes it back.
+    The collector comes back healthy; an exporter change leaves the collector alone."""
+    variables, picked_up = TAG_CHANGES[tag]
+    monkeypatch.setenv("ANSIBLE_RUN_TAGS", tag)
+    pid = main_pid(agent)
+    assert not picked_up(agent, journal_gid)
+    try:
+        result = collector(extra_vars=variables, limit=AGENT)
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert wait_for(lambda: picked_up(agent, journal_gid), timeout=30), f"--tags {tag}: not picked up"
+        assert wait_for(lambda: healthy(agent))
+        if tag == "otel_collector_exporters":
+            assert main_pid(agent) == pid, "an exporter's change must not restart the collector"
+    finally:
+        back = collector(limit=AGENT)
+    assert back.returncode == 0, back.stdout[-3000:]
+    assert wait_for(lambda: not picked_up(agent, journal_gid), timeout=30), f"--tags {tag}: not taken back"
+    assert wait_for(lambda: healthy(agent))
+
+
+def test_install_tag_alone_restarts_on_a_new_binary(agent, collector, tmp_path, install_only):
+    """A different binary (the build with one byte appended: same collector, other checksum) is copied
+    and the collector restarted on it; the build comes back the same way."""
+    builds = controller_builds()
+    assert builds, "no cached build on the controller"
+    other = tmp_path / "otelcol-contrib"
+    other.write_bytes(builds[-1].read_bytes() + b"\0")
+    pid = main_pid(agent)
+    extra = {
+        "otel_collector_install_method": "local",
+        "otel_collector_local_path": str(other),
+        "otel_collector_cache_dir": str(tmp_path / "cache"),
+    }
+    try:
+        result = collector(extra_vars=extra, limit=AGENT)
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert agent.check_output(f"sha256sum {BINARY}").split()[0] == sha256(other)
+        assert wait_for(lambda: healthy(agent))
+        assert main_pid(agent) != pid, "a new binary needs a restart"
+        assert agent.check_output(f"readlink /proc/{main_pid(agent)}/exe") == BINARY
+    finally:
+        back = collector(limit=AGENT)
+    assert back.returncode == 0, back.stdout[-3000:]
+    assert agent.check_output(f"sha256sum {BINARY}").split()[0] == sha256(builds[-1])
+    assert wait_for(lambda: healthy(agent))
+
+
+def test_check_and_diff_mode(agent, gateway, collector, monkeypatch):
+    """Check mode on the converged hosts finds nothing to do; with a new layer it shows the diff of
+    config.yaml (validated by the collector) and changes neither the file nor the process."""
+    monkeypatch.setenv("ANSIBLE_DIFF_ALWAYS", "1")
+    steady = collector(check=True)
+    assert steady.returncode == 0, steady.stdout[-3000:]
+    assert {name: counts["changed"] for name, counts in recap(steady.stdout).items()} == {AGENT: 0, GATEWAY: 0}
+    pid, before = main_pid(agent), agent.check_output(f"sha256sum {CONFIG}")
+    layer = {"otel_collector_config_zz_check": {"processors": {"batch": {"timeout": "3s"}}}}
+    predicted = collector(extra_vars=layer, limit=AGENT, check=True)
+    assert predicted.returncode == 0, predicted.stdout[-3000:]
+    assert re.search(r"^\+\s+timeout: 3s$", predicted.stdout, re.M), predicted.stdout[-3000:]
+    assert recap(predicted.stdout)[AGENT]["changed"] >= 1
+    assert agent.check_output(f"sha256sum {CONFIG}") == before
+    assert main_pid(agent) == pid
+
+
+# --- mutual TLS between agent and gateway, from the site PKI -------------------------------------
+
+
+def test_tls_between_agent_and_gateway(agent, gateway, collector):
+    """otel_collector_tls_enabled: the gateway's OTLP receivers require a client certificate of the site
+    CA, the agent presents its own and verifies the gateway; a span still reaches the backend, and a
+    client without a certificate is refused. Turned off again afterwards."""
+    try:
+        result = collector(extra_vars={"otel_collector_tls_enabled": True})
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert "PRIVATE KEY" not in result.stdout + result.stderr
+        key = gateway.file("/etc/otelcol/tls/otelcol.key")
+        assert (key.user, key.group, key.mode) == ("root", "otelcol", 0o640)
+        cert = gateway.check_output("openssl x509 -noout -text -in /etc/otelcol/tls/otelcol.crt")
+        assert "TLS Web Server Authentication" in cert
+        assert f"DNS:{GATEWAY}" in cert
+        assert "TLS Web Client Authentication" in agent.check_output(
+            "openssl x509 -noout -text -in /etc/otelcol/tls/otelcol.crt"
+        )
+        assert wait_for(lambda: healthy(agent) and healthy(gateway))
+        # Without a client certificate, the gateway refuses (TLS handshake or HTTP refused).
+        plain = agent.run(
+            f"curl -sS --max-time 10 --cacert /etc/otelcol/tls/ca.crt -o /dev/null -w '%{{http_code}}' "
+            f"-X POST -H 'Content-Type: application/json' -d '{{}}' https://{GATEWAY}:4318/v1/traces"
+        )
+        assert plain.rc != 0 or plain.stdout.strip() != "200", plain.stdout
+        with_cert = agent.run(
+            "curl -sS --max-time 10 --cacert /etc/otelcol/tls/ca.crt --cert /etc/otelcol/tls/otelcol.crt "
+            "--key /etc/otelcol/tls/otelcol.key -o /dev/null -w '%{http_code}' -X POST "
+            f"-H 'Content-Type: application/json' -d '{{}}' https://{GATEWAY}:4318/v1/traces"
+        )
+        assert with_cert.stdout.strip() == "200", with_cert.stdout + with_cert.stderr
+        # The agent's own exporter goes over mutual TLS: a span reaches the backend.
+        trace_id = secrets.token_hex(16)
+        _send_span(agent, trace_id)
+        assert wait_for(lambda: trace_id in gateway.run(f"cat {BACKEND}").stdout, timeout=60)
+    finally:
+        back = collector()
+    assert back.returncode == 0, back.stdout[-3000:]
+    assert "client_ca_file" not in gateway.file(CONFIG).content_string
+    for h in (agent, gateway):
+        assert not h.file("/etc/otelcol/tls").exists
+    assert wait_for(lambda: healthy(agent) and healthy(gateway))

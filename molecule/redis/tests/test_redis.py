@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import re
 import shlex
@@ -10,6 +12,9 @@ from pathlib import Path
 
 import pytest
 import testinfra
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
 HERE = Path(__file__).resolve().parent
 SCENARIO = HERE.parent
@@ -25,8 +30,8 @@ BACKUP_DIR = "/var/backups/redis"
 DATA_DIR = "/var/lib/redis"
 LOG = "/var/log/redis/redis-server.log"
 HOSTS = ["apes-redis-debian12", "apes-redis-debian13"]
-# debian13 serves TLS only on 6380 (molecule.yml host_vars), with the development CA the role
-# generated on the controller; debian12 serves plaintext on 6379.
+# debian13 serves TLS only on 6380 (molecule.yml host_vars), with a certificate from the site PKI
+# (apes.infra.pki, its CA on the controller); debian12 serves plaintext on 6379.
 TLS_HOST = "apes-redis-debian13"
 TLS_DIR = "/etc/redis/tls"
 TLS_PORT = 6380
@@ -58,9 +63,17 @@ def cli(host, user: tuple[str, str] | None, *args: str, check: bool = False, opt
     return (result.stdout + result.stderr).strip()
 
 
-def dev_tls_dir() -> Path:
-    """The controller directory where the role generated the development CA (redis_tls_dev_dir)."""
-    return Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent / ".secrets" / "redis-tls"
+def pki_dir() -> Path:
+    """The controller directory of the site PKI (pki_dir: <inventory dir>/.secrets/pki)."""
+    return Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent / ".secrets" / "pki"
+
+
+def pki_cert(name: str = TLS_HOST) -> Path:
+    return pki_dir() / "certs" / f"{name}-redis.crt"
+
+
+def pki_key(name: str = TLS_HOST) -> Path:
+    return pki_dir() / "private" / f"{name}-redis.key"
 
 
 def dbsize(host) -> int:
@@ -151,15 +164,21 @@ def test_tls_only_where_enabled(host):
         assert "tls-" not in host.file("/etc/redis/redis.conf").content_string
 
 
-def test_tls_with_the_generated_ca_authenticates_and_works(tls_host):
-    """A client that verifies the server against the development CA logs in and works; the CA and
-    keys stay in a private directory on the controller."""
-    dev = dev_tls_dir()
-    assert oct(dev.stat().st_mode & 0o777) == "0o700"
-    for key in ("ca.key", f"{TLS_HOST}.key"):
-        assert oct((dev / key).stat().st_mode & 0o777) == "0o600", key
-    assert tls_host.file(CA).content_string == (dev / "ca.crt").read_text()
+def test_tls_with_the_site_ca_authenticates_and_works(tls_host):
+    """A client that verifies the server against the site CA logs in and works; the CA and keys
+    stay in a private directory on the controller."""
+    pki = pki_dir()
+    for directory in (pki, pki / "private"):
+        assert oct(directory.stat().st_mode & 0o777) == "0o700", directory
+    for key in (pki / "ca.key", pki_key()):
+        assert oct(key.stat().st_mode & 0o777) == "0o600", key
+    assert tls_host.file(CA).content_string == (pki / "ca.crt").read_text()
+    assert tls_host.file(f"{TLS_DIR}/server.crt").content_string == pki_cert().read_text()
     assert not tls_host.file(f"{TLS_DIR}/ca.key").exists, "the CA key must never leave the controller"
+    # serverAuth and clientAuth: the host's certificate is also its client certificate.
+    usage = tls_host.check_output(f"openssl x509 -in {TLS_DIR}/server.crt -noout -ext extendedKeyUsage")
+    assert "TLS Web Server Authentication" in usage, usage
+    assert "TLS Web Client Authentication" in usage, usage
 
     tls = f"-h 127.0.0.1 -p {TLS_PORT} --tls --cacert {CA}"
     assert cli(tls_host, APP, "SET", "app:tls", "over-tls", options=tls) == "OK"
@@ -210,31 +229,75 @@ def test_tls_refuses_plaintext_and_the_wrong_ca(tls_host):
     assert cli(tls_host, ADMIN, "PING", options=mutual) == "PONG"
 
 
-def test_tls_certificate_rotated_without_restart(tls_host, run_playbook, monkeypatch):
-    """A new certificate is loaded live (CONFIG SET of the same files), not with a restart, by a run
-    limited to the tag redis_tls (the operator's rotation), and no key appears in the output."""
+def _resign_with_one_day_left(cert_path: Path, ca_dir: Path) -> str:
+    """Sign the certificate's key again with the site CA, same names and usages, valid for one more
+    day (a certificate close to its end, as the PKI finds it a year on). Returns its serial (hex)."""
+    old = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(old.subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(old.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+    )
+    for extension in old.extensions:
+        builder = builder.add_extension(extension.value, critical=extension.critical)
+    new = builder.sign(ca_key, hashes.SHA256())
+    cert_path.write_bytes(new.public_bytes(serialization.Encoding.PEM))
+    return format(new.serial_number, "X")
 
-    def served_serial() -> str:
-        return tls_host.check_output(
-            f"openssl s_client -connect 127.0.0.1:{TLS_PORT} -CAfile {CA} -verify_return_error </dev/null 2>/dev/null"
-            " | openssl x509 -noout -serial"
+
+def test_tls_certificate_close_to_its_end_is_renewed_and_loaded_without_restart(tls_host, run_playbook, monkeypatch):
+    """A certificate with one day left is renewed by the next run (limited to the tag redis_tls, the
+    operator's rotation), and the running server serves the new one without a restart (CONFIG SET
+    of the same files); clients still connect verifying the server, and no key appears in the output."""
+
+    def served() -> tuple[str, str]:
+        text = tls_host.check_output(
+            f"openssl s_client -connect 127.0.0.1:{TLS_PORT} -CAfile {CA} -verify_return_error -verify_ip 127.0.0.1"
+            " </dev/null 2>/dev/null | openssl x509 -noout -serial -enddate"
         )
+        fields = dict(line.split("=", 1) for line in text.splitlines())
+        return fields["serial"].upper(), fields["notAfter"]
 
-    before = served_serial()
-    pid = tls_host.check_output("systemctl show -p MainPID --value redis-server")
-    # Sign a new certificate for the same key: the role notices the missing certificate on the controller.
-    (dev_tls_dir() / f"{TLS_HOST}.crt").unlink()
+    def days_left(not_after: str) -> float:
+        end = datetime.datetime.strptime(not_after, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=datetime.UTC)
+        return (end - datetime.datetime.now(datetime.UTC)).total_seconds() / 86400
+
+    # A certificate with one day left, installed by a run that does not renew (pki_renew_days 0).
+    short_serial = _resign_with_one_day_left(pki_cert(), pki_dir())
     monkeypatch.setenv("ANSIBLE_RUN_TAGS", "redis_tls")  # ansible-playbook --tags redis_tls
+    result = run_playbook(SCENARIO / "redis.yml", extra_vars={"pki_renew_days": 0}, limit=TLS_HOST)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    serial, not_after = served()
+    assert serial == short_serial, (serial, short_serial)
+    assert days_left(not_after) < 1.1, not_after
+    pid = tls_host.check_output("systemctl show -p MainPID --value redis-server")
+
+    # The next run (the PKI's default pki_renew_days, 30) renews it.
     result = run_playbook(SCENARIO / "redis.yml", limit=TLS_HOST)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
     assert "PRIVATE KEY" not in out, "a key was printed"
     assert "Check the TLS settings" in out, "the variables are checked in a TLS-only run too"
-    assert "RUNNING HANDLER [apes.infra.redis : Reload the Redis TLS certificates]" in out
+    assert "RUNNING HANDLER [apes.infra.redis : Reload redis-server]" in out
     assert "RUNNING HANDLER [apes.infra.redis : Restart redis-server]" not in out
-    assert served_serial() != before
-    assert tls_host.check_output("systemctl show -p MainPID --value redis-server") == pid
+    serial, not_after = served()
+    assert serial != short_serial
+    assert serial == _serial_of(pki_cert()), "the server serves the renewed certificate"
+    assert days_left(not_after) > 300, not_after
+    assert tls_host.check_output("systemctl show -p MainPID --value redis-server") == pid, "restarted"
     assert cli(tls_host, ADMIN, "PING") == "PONG"
+    assert cli(tls_host, APP, "SET", "app:after-renewal", "1") == "OK"
+
+
+def _serial_of(cert_path: Path) -> str:
+    return format(x509.load_pem_x509_certificate(cert_path.read_bytes()).serial_number, "X")
 
 
 def test_app_user_is_refused_dangerous_commands(host):
@@ -416,6 +479,217 @@ def test_backup_drill_restores_10000_keys(host, run_playbook):
     assert dbsize(host) == 10000
 
 
+def recap(out: str, name: str) -> str:
+    """The PLAY RECAP line of one host (exactly one expected)."""
+    lines = re.findall(rf"^{name}\s+: .*$", out, re.M)
+    assert len(lines) == 1, out[-2000:]
+    return lines[0]
+
+
+def main_pid(host) -> str:
+    return host.check_output("systemctl show -p MainPID --value redis-server")
+
+
+def test_role_twice_in_one_run_reloads_after_an_earlier_restart(host, run_playbook):
+    """The first pass restarts the server (redis.conf changed); the second pass's new ACL user must
+    still be loaded: a restart earlier in the run does not stand in for a later reload."""
+    name = host.backend.get_hostname()
+    second = ("second", "molecule-second-secret-1")
+    result = run_playbook(SCENARIO / "twice.yml", limit=name)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "RUNNING HANDLER [apes.infra.redis : Restart redis-server]" in out, "the first pass did not restart"
+    assert config_get(host, "hz") == "11"
+    assert cli(host, second, "PING") == "PONG", "the second pass's user was not loaded"
+    assert cli(host, second, "SET", "second:x", "1") == "OK"
+
+    # Back to the scenario's settings: the user is gone, hz is the default again.
+    result = run_playbook(SCENARIO / "redis.yml", limit=name)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "WRONGPASS" in cli(host, second, "PING")
+    assert config_get(host, "hz") == "10"
+
+
+def _json_run(run_playbook, monkeypatch, playbook: Path, limit: str, **kwargs) -> tuple[int, dict]:
+    """Run a playbook with the json stdout callback; return its exit status and parsed output."""
+    monkeypatch.setenv("ANSIBLE_LOAD_CALLBACK_PLUGINS", "1")
+    monkeypatch.setenv("ANSIBLE_STDOUT_CALLBACK", "ansible.builtin.json")
+    result = run_playbook(playbook, limit=limit, **kwargs)
+    try:
+        return result.returncode, json.loads(result.stdout)
+    except json.JSONDecodeError as exc:
+        raise AssertionError(
+            f"no JSON (rc {result.returncode}): {result.stdout[-2000:]} {result.stderr[-2000:]}"
+        ) from exc
+
+
+def test_another_roles_tag_alone_still_gets_the_published_facts(host, run_playbook, monkeypatch):
+    """site.yml --tags otel_collector: the redis play runs only its `always` tasks, which publish
+    redis_facts (and the facts of earlier releases) for the reader's play, and change nothing."""
+    name = host.backend.get_hostname()
+    monkeypatch.setenv("ANSIBLE_RUN_TAGS", "otel_collector")
+    rc, run = _json_run(run_playbook, monkeypatch, SCENARIO / "consumer.yml", name)
+    assert rc == 0, json.dumps(run)[-3000:]
+    assert run["stats"][name]["changed"] == 0, run["stats"]
+    reader = run["plays"][1]["tasks"][0]["hosts"][name]
+    assert not reader.get("failed"), reader
+    seen = reader["msg"]
+    facts = seen["redis_facts"]
+    tls = is_tls(host)
+    assert seen["redis_monitoring_user"] == "monitoring"
+    assert seen["redis_tls_enabled"] is tls
+    assert (seen["redis_port"], seen["redis_tls_port"], seen["redis_log_file"]) == (6379, TLS_PORT, LOG)
+    expected = {
+        "server": True,
+        "sentinel": False,
+        "port": 0 if tls else 6379,
+        "tls_port": TLS_PORT if tls else 0,
+        "client_host": "127.0.0.1",
+        "client_port": TLS_PORT if tls else 6379,
+        "bind": ["127.0.0.1"],
+        "announce_host": "127.0.0.1",
+        "log_file": LOG,
+        "monitoring": {"enabled": True, "user": "monitoring"},
+        "role": "master",
+        "master": f"127.0.0.1:{TLS_PORT if tls else 6379}",
+        "sentinel_managed": False,
+        "backup": {"enabled": True, "dir": BACKUP_DIR},
+    }
+    assert {key: facts.get(key) for key in expected} == expected
+    assert facts["tls"] == (
+        {
+            "enabled": True,
+            "only": True,
+            "auth_clients": "optional",
+            "client_cert": False,
+            "protocols": ["TLSv1.2", "TLSv1.3"],
+            "ca_file": CA,
+            "cert_file": f"{TLS_DIR}/server.crt",
+            "key_file": f"{TLS_DIR}/server.key",
+        }
+        if tls
+        else {
+            "enabled": False,
+            "only": False,
+            "auth_clients": "no",
+            "client_cert": False,
+            "protocols": [],
+            "ca_file": None,
+            "cert_file": None,
+            "key_file": None,
+        }
+    )
+    assert "secret" not in json.dumps(facts), "a secret was published"
+
+
+def _scenario_users() -> list[dict]:
+    return yaml.safe_load((SCENARIO / "vars" / "redis.yml").read_text())["redis_users"]
+
+
+def test_each_tag_alone_applies_its_change(host, run_playbook, monkeypatch):
+    """Each of the role's tags, run alone after a change of a setting it covers, writes the change
+    and reloads or restarts the server as the change needs; the server runs with it afterwards.
+    A full run then puts every setting back."""
+    name = host.backend.get_hostname()
+    tagged = ("tagged", "molecule-tagged-secret-1")
+
+    def timer_calendar() -> str:
+        return host.check_output("systemctl show -p TimersCalendar --value apes-redis-backup.timer")
+
+    cases = [
+        # (tag, extra vars, prepare, check, restart expected)
+        ("redis", {"redis_maxclients": 10001}, None, lambda: config_get(host, "maxclients") == "10001", False),
+        ("redis_config", {"redis_timeout": 7}, None, lambda: config_get(host, "timeout") == "7", False),
+        ("redis_server", {"redis_config_extra": {"hz": 12}}, None, lambda: config_get(host, "hz") == "12", True),
+        (
+            "redis_acl",
+            {"redis_users": [*_scenario_users(), {"name": tagged[0], "password": tagged[1]}]},
+            None,
+            lambda: cli(host, tagged, "PING") == "PONG",
+            False,
+        ),
+        (
+            "redis_backup",
+            {"redis_backup_on_calendar": "*-*-* 04:20:00"},
+            None,
+            lambda: "04:20:00" in timer_calendar(),
+            False,
+        ),
+        (
+            "redis_install",
+            {},
+            "apt-get remove -y -qq python3-redis",
+            lambda: host.run("python3 -c 'import redis'").rc == 0,
+            False,
+        ),
+    ]
+    if is_tls(host):
+        cases.append(
+            (
+                "redis_tls",
+                {"redis_tls_protocols": ["TLSv1.3"]},
+                None,
+                lambda: config_get(host, "tls-protocols") == "TLSv1.3",
+                True,
+            )
+        )
+    for tag, extra, prepare, check, restart in cases:
+        if prepare:
+            host.run_expect([0], prepare)
+        assert not check(), f"{tag}: the change is there before the run"
+        pid = main_pid(host)
+        monkeypatch.setenv("ANSIBLE_RUN_TAGS", tag)
+        result = run_playbook(SCENARIO / "redis.yml", extra_vars=extra, limit=name)
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, f"--tags {tag}: {out[-3000:]}"
+        assert not re.search(r"changed=0\s", recap(out, name)), f"--tags {tag} changed nothing"
+        assert check(), f"--tags {tag} {extra}: the server does not run with the change"
+        assert (main_pid(host) != pid) is restart, f"--tags {tag}: restart {'expected' if restart else 'unexpected'}"
+        assert "secret-1" not in out, "a password was printed"
+
+    monkeypatch.delenv("ANSIBLE_RUN_TAGS")
+    result = run_playbook(SCENARIO / "redis.yml", limit=name)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert (config_get(host, "maxclients"), config_get(host, "timeout"), config_get(host, "hz")) == ("10000", "0", "10")
+    assert "WRONGPASS" in cli(host, tagged, "PING")
+    assert "03:15:00" in timer_calendar()
+    if is_tls(host):
+        assert config_get(host, "tls-protocols") == "TLSv1.2 TLSv1.3"
+
+
+def test_check_mode_predicts_and_changes_nothing(host, run_playbook, monkeypatch):
+    """--check --diff: no change on a converged host; with a new setting the change is predicted
+    (and shown for the files that hold no secret), and nothing on the host changes."""
+    name = host.backend.get_hostname()
+    monkeypatch.setenv("ANSIBLE_DIFF_ALWAYS", "1")
+    result = run_playbook(SCENARIO / "redis.yml", limit=name, check=True)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert re.search(r"changed=0\s", recap(out, name)), recap(out, name)
+
+    runtime = host.file("/etc/redis/redis-runtime.conf").content_string
+    conf = host.file("/etc/redis/redis.conf").content_string
+    result = run_playbook(
+        SCENARIO / "redis.yml",
+        extra_vars={"redis_maxclients": 10002, "redis_config_extra": {"hz": 13}},
+        limit=name,
+        check=True,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert not re.search(r"changed=0\s", recap(out, name)), recap(out, name)
+    assert "+hz 13" in out, "no diff of redis.conf"
+    assert (
+        host.file("/etc/redis/redis-runtime.conf").content_string,
+        host.file("/etc/redis/redis.conf").content_string,
+    ) == (
+        runtime,
+        conf,
+    )
+    assert (config_get(host, "maxclients"), config_get(host, "hz")) == ("10000", "10")
+    assert "secret-1" not in out, "a password was printed"
+
+
 def test_bad_input_fails_before_any_change(host, run_playbook):
     """Each bad input stops the role, naming what is wrong, with nothing changed; a bad ACL never
     reaches the running server. One host per run, so that each host's tests stay on one worker."""
@@ -430,13 +704,13 @@ def test_bad_input_fails_before_any_change(host, run_playbook):
         ({"redis_tls_enabled": True, "redis_tls_cert_src": "/etc/hostname"}, ["redis_tls_key_src is required"]),
         ({"redis_tls_enabled": True, "redis_tls_key_src": "/etc/hostname"}, ["redis_tls_cert_src is required"]),
         ({"redis_tls_enabled": True, "redis_tls_auth_clients": "maybe"}, ["redis_tls_auth_clients"]),
-        # A supplied key that is not the certificate's (the development CA's key with a host's certificate).
+        # A supplied key that is not the certificate's (the site CA's key with a host's certificate).
         (
             {
                 "redis_tls_enabled": True,
-                "redis_tls_cert_src": str(dev_tls_dir() / f"{TLS_HOST}.crt"),
-                "redis_tls_key_src": str(dev_tls_dir() / "ca.key"),
-                "redis_tls_ca_src": str(dev_tls_dir() / "ca.crt"),
+                "redis_tls_cert_src": str(pki_cert()),
+                "redis_tls_key_src": str(pki_dir() / "ca.key"),
+                "redis_tls_ca_src": str(pki_dir() / "ca.crt"),
             },
             ["is not the key of redis_tls_cert_src"],
         ),

@@ -188,3 +188,74 @@ def test_failover_writes_through_sentinel_and_rerun_changes_nothing(hosts, addre
     for h in hosts.values():
         assert sentinel_master(h) == new_address
         assert re.search(r"^# apes.infra.redis sentinel base ", h.file("/etc/redis/sentinel.conf").content_string, re.M)
+
+
+def _current_master(hosts, address_cache) -> str:
+    """The inventory name of the server the Sentinels report as master."""
+    master = sentinel_master(hosts[HOSTS[0]])
+    return next(n for n in HOSTS if f"{address_cache[n]}:{PORT}" == master)
+
+
+def _recaps(out: str) -> list[str]:
+    recaps = re.findall(r"^apes-redis-sentinel-[123]\s+: .*$", out, re.M)
+    assert len(recaps) == 3, out[-2000:]
+    return recaps
+
+
+def test_sentinel_tag_alone_sets_what_sentinel_runs_with(hosts, run_playbook, monkeypatch):
+    """--tags redis_sentinel after a quorum change: every Sentinel runs with the new quorum (SENTINEL
+    SET, no restart) and records it; the same run with the old value puts it back."""
+    pids = {name: h.check_output("systemctl show -p MainPID --value redis-sentinel") for name, h in hosts.items()}
+    monkeypatch.setenv("ANSIBLE_RUN_TAGS", "redis_sentinel")
+    for quorum in (3, 2):
+        result = run_playbook(SCENARIO / "converge.yml", extra_vars={"redis_sentinel_quorum": quorum})
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out[-3000:]
+        assert all(not re.search(r"changed=0\s", r) for r in _recaps(out)), _recaps(out)
+        assert "secret-1" not in out, "a password was printed"
+        for name, h in hosts.items():
+            info = dict(zip(*[iter(sentinel(h, "SENTINEL", "MASTER", MASTER_NAME).splitlines())] * 2, strict=False))
+            assert info["quorum"] == str(quorum), (name, info)
+            assert re.search(
+                rf"^sentinel monitor {MASTER_NAME} \S+ {PORT} {quorum}$",
+                h.file("/etc/redis/sentinel.conf").content_string,
+                re.M,
+            ), name
+    assert {
+        name: h.check_output("systemctl show -p MainPID --value redis-sentinel") for name, h in hosts.items()
+    } == pids
+
+
+def test_topology_tag_alone_puts_a_stray_master_back(hosts, address_cache, run_playbook, monkeypatch):
+    """With the Sentinels down, a replica that was made a master by hand: --tags redis_topology asks
+    the servers (a master with replicas wins), and makes the stray server a replica again."""
+    master_name = _current_master(hosts, address_cache)
+    stray_name = next(n for n in HOSTS if n != master_name)
+    stray = hosts[stray_name]
+    for h in hosts.values():
+        h.run_expect([0], "systemctl stop redis-sentinel")
+    try:
+        assert cli(stray, ADMIN, "REPLICAOF", "NO", "ONE") == "OK"
+        assert role(stray)[0] == "master"
+        monkeypatch.setenv("ANSIBLE_RUN_TAGS", "redis_topology")
+        result = run_playbook(SCENARIO / "converge.yml")
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out[-3000:]
+        assert "secret-1" not in out, "a password was printed"
+        recap = next(r for r in _recaps(out) if r.startswith(stray_name))
+        assert not re.search(r"changed=0\s", recap), recap
+        wait_for(
+            lambda: role(stray)[:4] == ["slave", address_cache[master_name], str(PORT), "connected"],
+            30,
+            f"{stray_name} to replicate from {master_name} again",
+        )
+        assert role(hosts[master_name])[0] == "master"
+    finally:
+        for h in hosts.values():
+            h.run_expect([0], "systemctl start redis-sentinel")
+    for name, h in hosts.items():
+        wait_for(
+            lambda h=h: sentinel_master(h) == f"{address_cache[master_name]}:{PORT}",
+            30,
+            f"{name}'s Sentinel to report {master_name} again",
+        )

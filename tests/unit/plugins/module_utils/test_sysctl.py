@@ -10,8 +10,8 @@ import errno
 
 import pytest
 
-from ansible_collections.apes.infra.plugins.module_utils import sysctl
-from ansible_collections.apes.infra.plugins.module_utils.sysctl import (
+from ansible_collections.apes.infra.plugins.module_utils import _sysctl
+from ansible_collections.apes.infra.plugins.module_utils._sysctl import (
     SysctlError,
     normalize_value,
     plan_and_apply,
@@ -101,7 +101,7 @@ def test_plan_reports_read_only_keys_as_persisted_via_erofs(tmp_path, monkeypatc
             raise OSError(errno.EROFS, "Read-only file system")
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(sysctl, "open", read_only_open, raising=False)
+    monkeypatch.setattr(_sysctl, "open", read_only_open, raising=False)
     report = plan_and_apply({"vm.swappiness": "10"}, proc_sys=str(tmp_path))
     assert report["vm.swappiness"]["status"] == "persisted"
     assert report["vm.swappiness"]["previous"] == "60"
@@ -130,7 +130,7 @@ def test_apply_live_false_only_reports(tmp_path):
 def test_kernel_rewriting_the_value_is_an_error(tmp_path, monkeypatch):
     """If the kernel reads back something else (clamped value), fail naming the key."""
     make_key(tmp_path, "net.core.somaxconn", "4096")
-    monkeypatch.setattr(sysctl, "read_live", lambda key, proc_sys: "4096")
+    monkeypatch.setattr(_sysctl, "read_live", lambda key, proc_sys: "4096")
     with pytest.raises(SysctlError, match="net.core.somaxconn: wrote '65535' but the kernel now reports '4096'"):
         plan_and_apply({"net.core.somaxconn": "65535"}, proc_sys=str(tmp_path))
 
@@ -153,7 +153,7 @@ class _CouplingProcSys:
 
 def test_settle_reapplies_keys_reset_by_side_effects(tmp_path, monkeypatch):
     fake = _CouplingProcSys(tmp_path)
-    monkeypatch.setattr(sysctl, "write_live", fake.write)
+    monkeypatch.setattr(_sysctl, "write_live", fake.write)
     wanted = {"net.ipv4.conf.all.accept_redirects": "0", "net.ipv4.ip_forward": "0"}
     report = plan_and_apply(wanted, proc_sys=str(tmp_path))
     assert fake.redirects.read_text().strip() == "0"
@@ -175,6 +175,67 @@ def test_settle_reports_keys_that_fight(tmp_path, monkeypatch):
         tmp_path.joinpath(*other.split(".")).write_text("0")
         return True
 
-    monkeypatch.setattr(sysctl, "write_live", write)
+    monkeypatch.setattr(_sysctl, "write_live", write)
     with pytest.raises(SysctlError, match="vm.dirty_bytes, vm.dirty_ratio keep being reset"):
         plan_and_apply({"vm.dirty_bytes": "536870912", "vm.dirty_ratio": "10"}, proc_sys=str(tmp_path))
+
+
+def test_unknown_key_refused_before_any_write(tmp_path):
+    """Every key is looked up first: with one unknown, a writable key keeps its value."""
+    path = make_key(tmp_path, "net.core.somaxconn", "4096")
+    wanted = {"net.core.somaxconn": "65535", "net.core.no_such_key": "1", "net.ipv4.a_typo": "1"}
+    with pytest.raises(sysctl.UnknownKeysError) as err:
+        plan_and_apply(wanted, proc_sys=str(tmp_path), missing_ok=["net.ipv4.a_typo"])
+    assert err.value.keys == ["net.core.no_such_key"]
+    assert "this kernel has no parameter net.core.no_such_key;" in str(err.value)
+    assert path.read_text() == "4096\n"
+    # The planned report still classifies every key.
+    assert err.value.report["net.core.somaxconn"]["status"] == "live"
+    assert err.value.report["net.core.somaxconn"]["changed"] is False
+    assert err.value.report["net.ipv4.a_typo"]["status"] == "unknown"
+
+
+def test_missing_ok_lists_the_keys_that_may_be_missing(tmp_path):
+    path = make_key(tmp_path, "net.core.somaxconn", "4096")
+    report = plan_and_apply(
+        {"net.core.somaxconn": "65535", "kernel.sysrq": "0"}, proc_sys=str(tmp_path), missing_ok=["kernel.sysrq"]
+    )
+    assert report["kernel.sysrq"]["status"] == "unknown"
+    assert report["net.core.somaxconn"]["changed"] is True
+    assert path.read_text() == "65535"
+
+
+def test_refused_value_puts_back_what_was_written(tmp_path, monkeypatch):
+    """A value the kernel refuses (EINVAL) fails naming the key, and keys written before it in the
+    same call get their previous values back."""
+    first = make_key(tmp_path, "net.core.a_first", "1")
+    make_key(tmp_path, "net.core.b_second", "2")
+    real_write = sysctl.write_live
+
+    def write(key, value, proc_sys):
+        if key == "net.core.b_second":
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(key, value, proc_sys)
+
+    monkeypatch.setattr(sysctl, "write_live", write)
+    with pytest.raises(SysctlError, match="net.core.b_second: the kernel refused value '99'") as err:
+        plan_and_apply({"net.core.a_first": "10", "net.core.b_second": "99"}, proc_sys=str(tmp_path))
+    assert "could not restore" not in str(err.value)
+    assert first.read_text() == "1"
+
+
+def test_a_value_that_cannot_be_put_back_is_named(tmp_path, monkeypatch):
+    make_key(tmp_path, "net.core.a_first", "1")
+    make_key(tmp_path, "net.core.b_second", "2")
+    calls = []
+
+    def write(key, value, proc_sys):
+        calls.append((key, value))
+        if key == "net.core.b_second" or len(calls) > 2:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        tmp_path.joinpath(*key.split(".")).write_text(value)
+        return True
+
+    monkeypatch.setattr(sysctl, "write_live", write)
+    with pytest.raises(SysctlError, match="could not restore the previous value of net.core.a_first"):
+        plan_and_apply({"net.core.a_first": "10", "net.core.b_second": "99"}, proc_sys=str(tmp_path))

@@ -108,50 +108,102 @@ def write_live(key, value, proc_sys="/proc/sys"):
         raise
 
 
-def plan_and_apply(parameters, proc_sys="/proc/sys", apply_live=True, check_mode=False):
+class UnknownKeysError(SysctlError):
+    """Keys this kernel does not have, found before anything was written; carries the planned report."""
+
+    def __init__(self, keys, report):
+        self.keys = keys
+        self.report = report
+        super().__init__(
+            "this kernel has no parameter {}; fix the name, or set allow_missing=true to persist it anyway".format(
+                ", ".join(keys)
+            )
+        )
+
+
+def plan_and_apply(parameters, proc_sys="/proc/sys", apply_live=True, check_mode=False, missing_ok=None):
     """Compare and (unless check_mode) apply live values.
 
     Returns {key: {"value", "previous", "status", "changed"}} where status is
     live (the kernel now runs the value), persisted (the key is read-only here: only the file
     carries it) or unknown (no such key on this kernel).
+
+    Every key is looked up before the first write. missing_ok says which keys may be missing: None
+    accepts any (reported as unknown), otherwise a collection of key names; any other missing key
+    raises UnknownKeysError before the kernel is touched. A write that the kernel refuses (or rounds)
+    raises SysctlError after the values already written in this call were put back.
     """
     report = {}
     for key in sorted(parameters):
-        wanted = parameters[key]
         previous = read_live(key, proc_sys)
-        entry = {"value": wanted, "previous": previous, "status": STATUS_UNKNOWN, "changed": False}
-        report[key] = entry
-        if previous is None and not os.path.exists(key_path(key, proc_sys)):
-            continue
-        if previous == wanted:
+        exists = previous is not None or os.path.exists(key_path(key, proc_sys))
+        status = STATUS_UNKNOWN if not exists else STATUS_LIVE if previous == parameters[key] else None
+        report[key] = {"value": parameters[key], "previous": previous, "status": status, "changed": False}
+    if missing_ok is not None:
+        refused = [k for k, e in report.items() if e["status"] == STATUS_UNKNOWN and k not in missing_ok]
+        if refused:
+            for key, entry in report.items():
+                if entry["status"] is None:
+                    writable = apply_live and is_writable(key, proc_sys)
+                    entry["status"] = STATUS_LIVE if writable else STATUS_PERSISTED
+            raise UnknownKeysError(refused, report)
+    try:
+        for key, entry in report.items():
+            if entry["status"] is not None:
+                continue
+            wanted = entry["value"]
+            if not apply_live:
+                entry["status"] = STATUS_PERSISTED
+                continue
+            if check_mode:
+                writable = is_writable(key, proc_sys)
+                entry["status"] = STATUS_LIVE if writable else STATUS_PERSISTED
+                entry["changed"] = writable
+                continue
+            try:
+                written = write_live(key, wanted, proc_sys)
+            except OSError as exc:
+                raise SysctlError(
+                    f"parameter {key}: the kernel refused value {wanted!r}: {exc.strerror or exc}"
+                ) from exc
+            if not written:
+                entry["status"] = STATUS_PERSISTED
+                continue
             entry["status"] = STATUS_LIVE
-            continue
-        if not apply_live:
-            entry["status"] = STATUS_PERSISTED
-            continue
-        if check_mode:
-            writable = is_writable(key, proc_sys)
-            entry["status"] = STATUS_LIVE if writable else STATUS_PERSISTED
-            entry["changed"] = writable
+            entry["changed"] = True
+            after = read_live(key, proc_sys)
+            if after != wanted:
+                raise SysctlError(
+                    f"parameter {key}: wrote {wanted!r} but the kernel now reports {after!r}"
+                    " (value out of range or rounded?)"
+                )
+        if apply_live and not check_mode:
+            _settle(report, proc_sys)
+    except SysctlError as exc:
+        stuck = _rollback(report, proc_sys)
+        if stuck:
+            raise SysctlError(f"{exc}; could not restore the previous value of {', '.join(stuck)}") from exc
+        raise
+    return report
+
+
+def _rollback(report, proc_sys):
+    """Put back the values this call changed, newest first, after a failure; return the keys that
+    could not be restored."""
+    stuck = []
+    for key in reversed(list(report)):
+        entry = report[key]
+        if not entry["changed"] or entry["previous"] is None:
             continue
         try:
-            written = write_live(key, wanted, proc_sys)
-        except OSError as exc:
-            raise SysctlError(f"parameter {key}: the kernel refused value {wanted!r}: {exc.strerror or exc}") from exc
-        if not written:
-            entry["status"] = STATUS_PERSISTED
-            continue
-        after = read_live(key, proc_sys)
-        if after != wanted:
-            raise SysctlError(
-                f"parameter {key}: wrote {wanted!r} but the kernel now reports {after!r}"
-                " (value out of range or rounded?)"
-            )
-        entry["status"] = STATUS_LIVE
-        entry["changed"] = True
-    if apply_live and not check_mode:
-        _settle(report, proc_sys)
-    return report
+            restored = write_live(key, entry["previous"], proc_sys)
+        except OSError:
+            restored = False
+        if restored:
+            entry["changed"] = False
+        else:
+            stuck.append(key)
+    return stuck
 
 
 def _settle(report, proc_sys, passes=3):
