@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROLES = sorted(p for p in (Path(__file__).resolve().parents[2] / "roles").iterdir() if (p / "defaults" / "main.yml").exists())
+ROLES = sorted(
+    p for p in (Path(__file__).resolve().parents[2] / "roles").iterdir() if (p / "defaults" / "main.yml").exists()
+)
 
 
 @pytest.mark.parametrize("role", ROLES, ids=[role.name for role in ROLES])

@@ -184,7 +184,7 @@ def test_unknown_key_refused_before_any_write(tmp_path):
     """Every key is looked up first: with one unknown, a writable key keeps its value."""
     path = make_key(tmp_path, "net.core.somaxconn", "4096")
     wanted = {"net.core.somaxconn": "65535", "net.core.no_such_key": "1", "net.ipv4.a_typo": "1"}
-    with pytest.raises(sysctl.UnknownKeysError) as err:
+    with pytest.raises(_sysctl.UnknownKeysError) as err:
         plan_and_apply(wanted, proc_sys=str(tmp_path), missing_ok=["net.ipv4.a_typo"])
     assert err.value.keys == ["net.core.no_such_key"]
     assert "this kernel has no parameter net.core.no_such_key;" in str(err.value)
@@ -210,14 +210,14 @@ def test_refused_value_puts_back_what_was_written(tmp_path, monkeypatch):
     same call get their previous values back."""
     first = make_key(tmp_path, "net.core.a_first", "1")
     make_key(tmp_path, "net.core.b_second", "2")
-    real_write = sysctl.write_live
+    real_write = _sysctl.write_live
 
     def write(key, value, proc_sys):
         if key == "net.core.b_second":
             raise OSError(errno.EINVAL, "Invalid argument")
         return real_write(key, value, proc_sys)
 
-    monkeypatch.setattr(sysctl, "write_live", write)
+    monkeypatch.setattr(_sysctl, "write_live", write)
     with pytest.raises(SysctlError, match="net.core.b_second: the kernel refused value '99'") as err:
         plan_and_apply({"net.core.a_first": "10", "net.core.b_second": "99"}, proc_sys=str(tmp_path))
     assert "could not restore" not in str(err.value)
@@ -236,6 +236,6 @@ def test_a_value_that_cannot_be_put_back_is_named(tmp_path, monkeypatch):
         tmp_path.joinpath(*key.split(".")).write_text(value)
         return True
 
-    monkeypatch.setattr(sysctl, "write_live", write)
+    monkeypatch.setattr(_sysctl, "write_live", write)
     with pytest.raises(SysctlError, match="could not restore the previous value of net.core.a_first"):
         plan_and_apply({"net.core.a_first": "10", "net.core.b_second": "99"}, proc_sys=str(tmp_path))

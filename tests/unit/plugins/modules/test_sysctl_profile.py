@@ -11,7 +11,7 @@ import json
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.apes.infra.plugins.module_utils import sysctl
+from ansible_collections.apes.infra.plugins.module_utils import _sysctl
 from ansible_collections.apes.infra.plugins.modules import sysctl_profile
 
 
@@ -22,7 +22,7 @@ def proc_sys(tmp_path, monkeypatch):
         path = root.joinpath(*key.split("."))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(value + "\n")
-    monkeypatch.setattr(sysctl_profile, "plan_and_apply", functools.partial(sysctl.plan_and_apply, proc_sys=str(root)))
+    monkeypatch.setattr(sysctl_profile, "plan_and_apply", functools.partial(_sysctl.plan_and_apply, proc_sys=str(root)))
     return root
 
 
@@ -83,14 +83,14 @@ def test_four_ways(proc_sys, tmp_path, capsys):
 
 
 def test_a_refused_value_leaves_the_kernel_and_the_file(proc_sys, tmp_path, capsys, monkeypatch):
-    real_write = sysctl.write_live
+    real_write = _sysctl.write_live
 
     def write(key, value, root):
         if key == "vm.swappiness":
             raise OSError(errno.EINVAL, "Invalid argument")
         return real_write(key, value, root)
 
-    monkeypatch.setattr(sysctl, "write_live", write)
+    monkeypatch.setattr(_sysctl, "write_live", write)
     dropin = tmp_path / "90-test.conf"
     result = run(capsys, path=str(dropin), parameters={"net.core.somaxconn": 65535, "vm.swappiness": 1000})
     assert result["failed"]
