@@ -329,8 +329,10 @@ def test_fail2ban_bans_an_address_that_keeps_failing(agent, gateway):
     attacker = gateway.check_output("hostname -I").split()[0]
     try:
         for _attempt in range(6):
+            # Bounded: a ban that lands during an attempt drops its packets mid-handshake, where
+            # ConnectTimeout no longer applies and ssh would wait for TCP's own timeout (minutes).
             gateway.run(
-                f"sshpass -p wrong {SSH.replace('-o BatchMode=yes ', '')} -o PubkeyAuthentication=no "
+                f"timeout 20 sshpass -p wrong {SSH.replace('-o BatchMode=yes ', '')} -o PubkeyAuthentication=no "
                 f"-o PreferredAuthentications=password apes-admin@{address} true"
             )
         deadline = time.monotonic() + 30
