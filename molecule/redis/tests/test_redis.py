@@ -263,7 +263,8 @@ def test_tls_certificate_close_to_its_end_is_renewed_and_loaded_without_restart(
             " </dev/null 2>/dev/null | openssl x509 -noout -serial -enddate"
         )
         fields = dict(line.split("=", 1) for line in text.splitlines())
-        return fields["serial"].upper(), fields["notAfter"]
+        # openssl pads the serial's hex to whole bytes (a leading 0); the others do not.
+        return format(int(fields["serial"], 16), "X"), fields["notAfter"]
 
     def days_left(not_after: str) -> float:
         end = datetime.datetime.strptime(not_after, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=datetime.UTC)
