@@ -51,7 +51,7 @@ GALAXY_IMPORTER_CONFIG = ROOT / ".config" / "galaxy-importer.cfg"
 # A step or scenario that runs past its limit is stopped and fails, with the tail of its log in the
 # summary; the suite as a whole must stay inside CI's 90 minutes.
 STEP_TIMEOUT = int(os.environ.get("APES_STEP_TIMEOUT", "1200"))
-SCENARIO_TIMEOUT = int(os.environ.get("APES_SCENARIO_TIMEOUT", "1500"))
+SCENARIO_TIMEOUT = int(os.environ.get("APES_SCENARIO_TIMEOUT", "2400"))
 
 _print_lock = threading.Lock()
 _running: set[subprocess.Popen] = set()
