@@ -12,13 +12,13 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 PROJECT = Path(__file__).resolve().parent.parent
 # The collection's own code (the site PKI's helpers), importable as ansible_collections.apes.infra.
@@ -60,6 +60,28 @@ def run_playbook():
     """run_playbook(path, extra_vars=None, limit=None, check=False, tags=None, diff=False, env_extra=None)
     -> CompletedProcess."""
     return _run_playbook
+
+
+def _run_counted(playbook: str | Path, **kwargs) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run a playbook with benchmarks/callbacks/apes_counts.py on: (its result, its module runs by role, split into
+    remote, delegated and controller). The counts do not depend on the machine's load."""
+    with tempfile.TemporaryDirectory() as tmp:
+        counts_file = Path(tmp) / "counts.json"
+        env = {
+            **(kwargs.pop("env_extra", None) or {}),
+            "ANSIBLE_CALLBACK_PLUGINS": str(PROJECT / "benchmarks" / "callbacks"),
+            "ANSIBLE_CALLBACKS_ENABLED": "apes_counts",
+            "APES_COUNTS_FILE": str(counts_file),
+        }
+        result = _run_playbook(playbook, env_extra=env, **kwargs)
+        counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
+    return result, counts
+
+
+@pytest.fixture(scope="session")
+def run_counted():
+    """run_counted(path, **run_playbook's arguments) -> (CompletedProcess, module runs by role)."""
+    return _run_counted
 
 
 def _ansible_module(host_or_name, module: str, args: dict, check: bool = False) -> dict:
@@ -173,7 +195,7 @@ def _reissue_with_days_left(cert_path: Path, key_path: Path, ca_cert_path: Path,
     )
     for extension in cert.extensions:
         builder = builder.add_extension(extension.value, extension.critical)
-    renewed = builder.sign(ca_key, hashes.SHA384() if ca_key.curve.key_size >= 384 else hashes.SHA256())
+    renewed = builder.sign(ca_key, _pki._hash_for(ca_key))  # the digest the PKI itself signs with
     cert_path.write_bytes(_pki.certificate_pem(renewed))
     return _pki.serial_hex(renewed)
 

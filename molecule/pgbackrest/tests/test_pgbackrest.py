@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -318,19 +317,13 @@ def test_check_mode_on_a_converged_site_predicts_no_change(run_playbook):
     assert "repo1-cipher-pass" not in out, "the passphrase never shows in a diff"
 
 
-def test_rerun_costs_a_handful_of_module_runs(run_playbook, project_dir):
+def test_rerun_costs_a_handful_of_module_runs(run_counted):
     """pgBackRest's part of an idempotent re-run: one probe per host, and the repository host's passphrase file
     (a secret that is never probed). Counted by benchmarks/callbacks/apes_counts.py."""
-    with tempfile.TemporaryDirectory() as tmp:
-        counts_file = Path(tmp) / "counts.json"
-        env = {
-            "ANSIBLE_CALLBACK_PLUGINS": str(project_dir / "benchmarks" / "callbacks"),
-            "ANSIBLE_CALLBACKS_ENABLED": "apes_counts",
-            "APES_COUNTS_FILE": str(counts_file),
-        }
-        out = converge(run_playbook, env_extra=env)
-        assert set(recap_changed(out).values()) == {"0"}
-        counts = json.loads(counts_file.read_text())
+    result, counts = run_counted(SCENARIO / "converge.yml")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert set(recap_changed(out).values()) == {"0"}
     assert counts["remote"]["pgbackrest"] <= 3, counts
     assert counts["remote"]["postgresql"] <= 2, counts
 

@@ -11,7 +11,6 @@ import os
 import re
 import shlex
 import shutil
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -434,21 +433,13 @@ def test_check_mode_on_a_converged_host_predicts_no_change(run_playbook):
     assert recap_changed(out) == dict.fromkeys(VERSION, "0"), out[-4000:]
 
 
-def test_rerun_costs_a_handful_of_module_runs(run_playbook, project_dir):
+def test_rerun_costs_a_handful_of_module_runs(run_counted):
     """The idempotent re-run reads each host once (host_probe) and computes its settings (pg_tune); nothing else
     runs on the hosts. Counted by benchmarks/callbacks/apes_counts.py, which does not depend on the machine's load."""
-    with tempfile.TemporaryDirectory() as tmp:
-        counts_file = Path(tmp) / "counts.json"
-        env = {
-            "ANSIBLE_CALLBACK_PLUGINS": str(project_dir / "benchmarks" / "callbacks"),
-            "ANSIBLE_CALLBACKS_ENABLED": "apes_counts",
-            "APES_COUNTS_FILE": str(counts_file),
-        }
-        result = run_playbook(SCENARIO / "converge.yml", env_extra=env)
-        out = result.stdout + result.stderr
-        assert result.returncode == 0, out[-4000:]
-        assert recap_changed(out) == dict.fromkeys(VERSION, "0")
-        counts = json.loads(counts_file.read_text())
+    result, counts = run_counted(SCENARIO / "converge.yml")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert recap_changed(out) == dict.fromkeys(VERSION, "0")
     # Two hosts, two module runs each; the PKI's one call per play runs on the controller.
     assert counts["remote"]["postgresql"] <= 2 * len(VERSION), counts
     assert counts["delegated"].get("postgresql", 0) <= 1, counts

@@ -14,7 +14,6 @@ import pytest
 import testinfra
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 
 HERE = Path(__file__).resolve().parent
 SCENARIO = HERE.parent
@@ -229,30 +228,9 @@ def test_tls_refuses_plaintext_and_the_wrong_ca(tls_host):
     assert cli(tls_host, ADMIN, "PING", options=mutual) == "PONG"
 
 
-def _resign_with_one_day_left(cert_path: Path, ca_dir: Path) -> str:
-    """Sign the certificate's key again with the site CA, same names and usages, valid for one more
-    day (a certificate close to its end, as the PKI finds it a year on). Returns its serial (hex)."""
-    old = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
-    ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(old.subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(old.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-    )
-    for extension in old.extensions:
-        builder = builder.add_extension(extension.value, critical=extension.critical)
-    new = builder.sign(ca_key, hashes.SHA256())
-    cert_path.write_bytes(new.public_bytes(serialization.Encoding.PEM))
-    return format(new.serial_number, "X")
-
-
-def test_tls_certificate_close_to_its_end_is_renewed_and_loaded_without_restart(tls_host, run_playbook, monkeypatch):
+def test_tls_certificate_close_to_its_end_is_renewed_and_loaded_without_restart(
+    tls_host, run_playbook, monkeypatch, reissue_with_days_left
+):
     """A certificate with one day left is renewed by the next run (limited to the tag redis_tls, the
     operator's rotation), and the running server serves the new one without a restart (CONFIG SET
     of the same files); clients still connect verifying the server, and no key appears in the output."""
@@ -271,7 +249,7 @@ def test_tls_certificate_close_to_its_end_is_renewed_and_loaded_without_restart(
         return (end - datetime.datetime.now(datetime.UTC)).total_seconds() / 86400
 
     # A certificate with one day left, installed by a run that does not renew (pki_renew_days 0).
-    short_serial = _resign_with_one_day_left(pki_cert(), pki_dir())
+    short_serial = reissue_with_days_left(pki_cert(), pki_key(), pki_dir() / "ca.crt", pki_dir() / "ca.key", 1)
     monkeypatch.setenv("ANSIBLE_RUN_TAGS", "redis_tls")  # ansible-playbook --tags redis_tls
     result = run_playbook(SCENARIO / "redis.yml", extra_vars={"pki_renew_days": 0}, limit=TLS_HOST)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]

@@ -1,4 +1,5 @@
-"""Unit tests for the apes.infra.postgresql_scram_matches, postgresql_objects_to_change and files_to_change filters."""
+"""Unit tests for the apes.infra.postgresql_scram_matches and postgresql_objects_to_change filters (files_to_change:
+test_files_to_change.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.apes.infra.plugins.filter import files_to_change, postgresql_objects, postgresql_scram
+from ansible_collections.apes.infra.plugins.filter import postgresql_objects, postgresql_scram
 
 # A verifier as PostgreSQL stores it for the secret "app-test-password" (salt and iterations fixed here; PostgreSQL
 # picks a random salt). Built independently of the filter, following RFC 5802.
@@ -48,7 +49,6 @@ def test_registered_under_their_names():
     assert postgresql_scram.FilterModule().filters() == {
         "postgresql_scram_matches": postgresql_scram.postgresql_scram_matches
     }
-    assert files_to_change.FilterModule().filters() == {"files_to_change": files_to_change.files_to_change}
     assert postgresql_objects.FilterModule().filters() == {
         "postgresql_objects_to_change": postgresql_objects.postgresql_objects_to_change
     }
@@ -101,62 +101,6 @@ def test_scram_non_ascii_is_left_to_the_module():
 def test_scram_refuses_a_verifier_that_is_not_a_dict():
     with pytest.raises(AnsibleFilterError, match="must be a dictionary"):
         postgresql_scram.postgresql_scram_matches(SECRET, "SCRAM-SHA-256$...")
-
-
-def seen(content=None, isdir=False, owner="postgres", group="postgres", mode="0640", exists=True):
-    sha1 = hashlib.sha1(content.encode(), usedforsecurity=False).hexdigest() if content is not None else None
-    return {
-        "exists": exists,
-        "isdir": isdir,
-        "islink": False,
-        "owner": owner,
-        "group": group,
-        "uid": 104,
-        "gid": 108,
-        "mode": mode,
-        "sha1": sha1,
-    }
-
-
-def test_files_that_match_are_left_out():
-    probe = {"/etc/a.conf": seen("a\n"), "/etc/d": seen(isdir=True, mode="0750")}
-    entries = [
-        {"path": "/etc/a.conf", "content": "a\n", "owner": "postgres", "group": "postgres", "mode": "0640"},
-        {"path": "/etc/d", "owner": "postgres", "mode": "0750"},
-    ]
-    assert files_to_change.files_to_change(entries, probe) == []
-
-
-@pytest.mark.parametrize(
-    ("entry", "why"),
-    [
-        ({"path": "/etc/a.conf", "content": "b\n"}, "content"),
-        ({"path": "/etc/a.conf", "content": "a\n", "owner": "root"}, "owner"),
-        ({"path": "/etc/a.conf", "content": "a\n", "group": "adm"}, "group"),
-        ({"path": "/etc/a.conf", "content": "a\n", "mode": "0644"}, "mode"),
-        ({"path": "/etc/missing.conf", "content": "a\n"}, "missing"),
-        ({"path": "/etc/unprobed.conf", "content": "a\n"}, "not probed"),
-        ({"path": "/etc/d", "content": "a\n"}, "a directory where a file is wanted"),
-        ({"path": "/etc/a.conf"}, "a file where a directory is wanted"),
-    ],
-    ids=lambda v: v if isinstance(v, str) else v["path"],
-)
-def test_files_that_differ_are_named(entry, why):
-    probe = {"/etc/a.conf": seen("a\n"), "/etc/d": seen(isdir=True), "/etc/missing.conf": seen(exists=False)}
-    assert files_to_change.files_to_change([entry], probe) == [entry["path"]], why
-
-
-def test_numbers_and_nested_lists():
-    probe = {"/etc/a.conf": seen("a\n", owner="postgres", mode="0600")}
-    entries = [[{"path": "/etc/a.conf", "content": "a\n", "owner": "104", "group": 108, "mode": "600"}], []]
-    assert files_to_change.files_to_change(entries, probe) == []
-
-
-def test_entries_need_a_path():
-    with pytest.raises(AnsibleFilterError, match="needs a path"):
-        files_to_change.files_to_change([{"content": "x"}], {})
-    with pytest.raises(AnsibleFilterError, match="must be a dictionary"):
-        files_to_change.files_to_change([], [])
 
 
 # --- postgresql_objects_to_change ---------------------------------------------------------------
