@@ -19,15 +19,15 @@ nothing here asserts anything. The figures depend on the machine's load (other c
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _recap import profiled_run
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = "postgresql"
@@ -53,31 +53,16 @@ def inventory(directory: Path) -> str:
     return str(path)
 
 
-# profile_roles prints "<role> ---- 12.34s" lines at the end of the run.
-_ROLE_TIME = re.compile(r"^(?:apes\.infra\.)?(\w+) -+ (\d+\.\d+)s$", re.M)
-
-
 def converge(inv: str) -> tuple[float, str, dict, dict]:
     """One run: seconds, output, seconds per role, module runs on the host per role."""
-    with tempfile.NamedTemporaryFile(suffix=".json") as counts_file:
-        env = dict(
-            os.environ,
-            ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"),
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-            ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "benchmarks" / "callbacks"),
-            ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_roles,apes_counts",
-            APES_COUNTS_FILE=counts_file.name,
-        )
-        start = time.monotonic()
-        proc = run(
-            ["ansible-playbook", "-i", inv, "--limit", INSTANCE, str(ROOT / "molecule" / SCENARIO / "converge.yml")],
-            env=env,
-        )
-        elapsed = time.monotonic() - start
-        text = Path(counts_file.name).read_text()
-    roles = {m.group(1): float(m.group(2)) for m in _ROLE_TIME.finditer(proc.stdout)}
-    return elapsed, proc.stdout, roles, (json.loads(text) if text else {}).get("remote", {})
+    env = dict(
+        os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")
+    )
+    cmd = ["ansible-playbook", "-i", inv, "--limit", INSTANCE, str(ROOT / "molecule" / SCENARIO / "converge.yml")]
+    result = profiled_run(cmd, env, cwd=ROOT)
+    if result.proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.proc.stdout[-3000:]}\n{result.proc.stderr[-3000:]}")
+    return result.seconds, result.proc.stdout, result.roles, result.counts.get("remote", {})
 
 
 def log_counts() -> tuple[int, int]:

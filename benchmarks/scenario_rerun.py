@@ -18,20 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-from _recap import changed_per_host
+from _recap import profiled_run
 from molecule.text import checksum
 
 PROJECT = Path(__file__).resolve().parent.parent
-# profile_roles prints "<role> ---- 12.34s" lines at the end of the run.
-_ROLE_TIME = re.compile(r"^(?:apes\.infra\.)?(\w+) -+ (\d+\.\d+)s$", re.M)
 
 
 def ephemeral_dir(scenario: str) -> Path:
@@ -59,31 +53,18 @@ def converge(scenario: str, tags: str | None) -> dict:
     ]
     if tags:
         cmd += ["--tags", tags]
-    with tempfile.NamedTemporaryFile(suffix=".json") as counts_file:
-        env = dict(
-            os.environ,
-            ANSIBLE_CONFIG=str(ephemeral / "ansible.cfg"),
-            ANSIBLE_COLLECTIONS_PATH=str(PROJECT / ".collections"),
-            ANSIBLE_ROLES_PATH=str(PROJECT / "roles"),
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_CALLBACK_PLUGINS=str(PROJECT / "benchmarks" / "callbacks"),
-            ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_roles,apes_counts",
-            APES_COUNTS_FILE=counts_file.name,
-            MOLECULE_EPHEMERAL_DIRECTORY=str(ephemeral),
-            MOLECULE_SCENARIO_DIRECTORY=str(PROJECT / "molecule" / scenario),
-        )
-        start = time.monotonic()
-        proc = subprocess.run(cmd, cwd=PROJECT, env=env, capture_output=True, text=True, check=False)
-        elapsed = time.monotonic() - start
-        if proc.returncode != 0:
-            sys.exit(f"converge failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
-        text = Path(counts_file.name).read_text()
-    return {
-        "seconds": elapsed,
-        "changed": changed_per_host(proc.stdout),
-        "roles": {m.group(1): float(m.group(2)) for m in _ROLE_TIME.finditer(proc.stdout)},
-        "counts": json.loads(text) if text else {},
-    }
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(ephemeral / "ansible.cfg"),
+        ANSIBLE_COLLECTIONS_PATH=str(PROJECT / ".collections"),
+        ANSIBLE_ROLES_PATH=str(PROJECT / "roles"),
+        MOLECULE_EPHEMERAL_DIRECTORY=str(ephemeral),
+        MOLECULE_SCENARIO_DIRECTORY=str(PROJECT / "molecule" / scenario),
+    )
+    run = profiled_run(cmd, env, cwd=PROJECT)
+    if run.proc.returncode != 0:
+        sys.exit(f"converge failed:\n{run.proc.stdout[-3000:]}\n{run.proc.stderr[-2000:]}")
+    return {"seconds": run.seconds, "changed": run.changed, "roles": run.roles, "counts": run.counts}
 
 
 def main() -> None:

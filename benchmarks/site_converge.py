@@ -24,23 +24,18 @@ Without `cold`, the running local environment is reused; --keep leaves it runnin
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _recap import changed_per_host
+from _recap import profiled_run
 
 PROJECT = Path(__file__).resolve().parent.parent
 INVENTORY = PROJECT / "inventories" / "local" / "hosts.yml"
 ROLES = ["os_tuning", "docker", "postgresql", "pgbackrest", "redis", "otel_collector"]
-# profile_roles prints "<role> ---- 12.34s" lines at the end of the run.
-_ROLE_TIME = re.compile(r"^(?:apes\.infra\.)?(?!total )(\w+) -+ (\d+\.\d+)s$", re.M)
 
 
 class Run:
@@ -59,24 +54,10 @@ def playbook(
     target = path if "/" not in path and not path.endswith(".yml") else str(PROJECT / path)
     cmd = ["ansible-playbook", "-i", str(inventory), target, *(extra or [])]
     base = {k: v for k, v in os.environ.items() if not (clean_env and k.startswith("ANSIBLE_"))}
-    with tempfile.NamedTemporaryFile(suffix=".json") as counts_file:
-        full_env = dict(
-            base,
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_CALLBACK_PLUGINS=str(PROJECT / "benchmarks" / "callbacks"),
-            ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_roles,apes_counts",
-            APES_COUNTS_FILE=counts_file.name,
-            **(env or {}),
-        )
-        start = time.monotonic()
-        proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, check=False)
-        elapsed = time.monotonic() - start
-        if proc.returncode != 0:
-            sys.exit(f"{path} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
-        text = Path(counts_file.name).read_text()
-        counts = json.loads(text) if text else {}
-    roles = {m.group(1): float(m.group(2)) for m in _ROLE_TIME.finditer(proc.stdout)}
-    return Run(elapsed, changed_per_host(proc.stdout), roles, counts)
+    run = profiled_run(cmd, dict(base, **(env or {})), cwd=cwd)
+    if run.proc.returncode != 0:
+        sys.exit(f"{path} failed:\n{run.proc.stdout[-3000:]}\n{run.proc.stderr[-2000:]}")
+    return Run(run.seconds, run.changed, run.roles, run.counts)
 
 
 def line(label: str, runs: list[Run]) -> None:
