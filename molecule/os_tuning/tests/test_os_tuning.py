@@ -227,13 +227,20 @@ def test_open_file_limits(host):
 
 
 def test_bad_input_fails_before_any_change(host, run_playbook):
-    """A wrong type or an unknown profile stops the role before it touches the host."""
+    """A wrong type, an unknown profile or a value out of range stops the role before it touches the host."""
     name = host.backend.get_hostname()
     before = host.file(DROPIN).content_string
     cases = [
         ({"os_tuning_sysctl_overrides": ["vm.swappiness=5"]}, "os_tuning_sysctl_overrides"),
         ({"os_tuning_profiles": ["base", "mongodb"]}, "os_tuning_profiles"),
         ({"os_tuning_thp_mode": "sometimes"}, "os_tuning_thp_mode"),
+        # ranges and relations (tasks/validate.yml): the kernel would refuse these, or pam_limits
+        # would silently use the hard limit
+        ({"os_tuning_nofile_soft": 600000, "os_tuning_nofile_hard": 524288}, "os_tuning_nofile_soft (600000) must not exceed"),
+        ({"os_tuning_nofile_hard": 2000000}, "os_tuning_nofile_hard (2000000) must not exceed fs.nr_open"),
+        ({"os_tuning_nofile_soft": 10}, "os_tuning_nofile_soft must be at least 1024"),
+        ({"os_tuning_journald_system_max_use": "lots"}, "os_tuning_journald_system_max_use"),
+        ({"os_tuning_journald_max_retention": "forever"}, "os_tuning_journald_max_retention"),
     ]
     for extra, variable in cases:
         result = run_playbook(HERE.parent / "converge.yml", extra_vars=extra, limit=name)
