@@ -477,6 +477,17 @@ def test_bad_input_fails_before_any_change(run_playbook, extra_vars, message):
     assert recap(result.stdout)[AGENT]["changed"] == 0
 
 
+def test_rerun_costs_a_handful_of_module_runs(run_counted):
+    """The role's part of an idempotent re-run: one probe per host and nothing else. Every file whose content,
+    owner and mode the probe saw as wanted is skipped without a call (files_to_change), the sysctl drop-in
+    included (it was 6 module runs per host).
+    Counted by benchmarks/callbacks/apes_counts.py."""
+    result, counts = run_counted(CONVERGE)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert {host: c["changed"] for host, c in recap(result.stdout).items()} == {AGENT: 0, GATEWAY: 0}
+    assert counts["remote"]["security_baseline"] == len(HOSTS), counts
+
+
 def test_check_mode_changes_nothing(run_playbook):
     result = run_playbook(CONVERGE, check=True)
     assert result.returncode == 0, result.stdout[-3000:]
