@@ -115,7 +115,11 @@ def inventory(directory: Path) -> Path:
 def playbook(inventory_file: Path, phase: str) -> float:
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(PROJECT / ".collections"), ANSIBLE_NOCOLOR="1")
     start = time.monotonic()
-    proc = run(["ansible-playbook", "-i", str(inventory_file), str(PLAYBOOK), "-e", f"bench_phase={phase}"], env=env, cwd=PROJECT)
+    proc = run(
+        ["ansible-playbook", "-i", str(inventory_file), str(PLAYBOOK), "-e", f"bench_phase={phase}"],
+        env=env,
+        cwd=PROJECT,
+    )
     if proc.returncode != 0:
         sys.exit(f"ansible-playbook -e bench_phase={phase} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
     return time.monotonic() - start

@@ -236,7 +236,10 @@ def test_bad_input_fails_before_any_change(host, run_playbook):
         ({"os_tuning_thp_mode": "sometimes"}, "os_tuning_thp_mode"),
         # ranges and relations (tasks/validate.yml): the kernel would refuse these, or pam_limits
         # would silently use the hard limit
-        ({"os_tuning_nofile_soft": 600000, "os_tuning_nofile_hard": 524288}, "os_tuning_nofile_soft (600000) must not exceed"),
+        (
+            {"os_tuning_nofile_soft": 600000, "os_tuning_nofile_hard": 524288},
+            "os_tuning_nofile_soft (600000) must not exceed",
+        ),
         ({"os_tuning_nofile_hard": 2000000}, "os_tuning_nofile_hard (2000000) must not exceed fs.nr_open"),
         ({"os_tuning_nofile_soft": 10}, "os_tuning_nofile_soft must be at least 1024"),
         ({"os_tuning_journald_system_max_use": "lots"}, "os_tuning_journald_system_max_use"),
