@@ -32,6 +32,15 @@ def config_state(host):
             "pgbackrest_schedules.full: 'every second tuesday' is not a systemd calendar expression",
         ),
         ({**PASS, "pgbackrest_compress_type": "rar"}, "pgbackrest_compress_type"),
+        (
+            {**PASS, "pgbackrest_archive_push_queue_max": "four gigs"},
+            "pgbackrest_archive_push_queue_max must be a size like 4GB",
+        ),
+        (
+            {"pgbackrest_cipher_pass": "CHANGE-ME (keep a copy off-site: without it the backups are unreadable)"},
+            "pgbackrest_cipher_pass must have at least 16 characters",
+        ),
+        ({"pgbackrest_cipher_pass": "short-pass"}, "pgbackrest_cipher_pass must have at least 16 characters"),
     ],
 )
 def test_role_refuses_bad_input_before_any_change(host, run_playbook, extra, expected):

@@ -308,8 +308,23 @@ def snapshot(hosts) -> dict:
         ),
         ({"postgresql_users": [{"name": "nopassword"}]}, "password"),
         ({"postgresql_monitoring_password": ""}, "postgresql_monitoring_password is required"),
+        ({"postgresql_max_slot_wal_keep_size": "10 gigs"}, "postgresql_max_slot_wal_keep_size must be a size"),
+        ({"postgresql_monitoring_password": "CHANGE-ME"}, "postgresql_monitoring_password: a password must have"),
+        (
+            {"postgresql_users": [{"name": "app", "password": "too-short"}]},
+            "postgresql_users[0].password (app): a password must have at least 16 characters",
+        ),
     ],
-    ids=["version", "profile", "hba-method", "user-without-password", "monitoring-password"],
+    ids=[
+        "version",
+        "profile",
+        "hba-method",
+        "user-without-password",
+        "monitoring-password",
+        "slot-wal-keep",
+        "placeholder",
+        "short-password",
+    ],
 )
 def test_bad_input_fails_before_any_change(run_playbook, extra, expected):
     hosts = instances()

@@ -143,7 +143,11 @@ def test_adding_a_replica_and_rerunning(primary, replica, run_converge_with_inve
         "Write the settings and client authentication (checked by PostgreSQL before they go live)",
         "Reload PostgreSQL",
     }
-    assert changed_tasks(out, PRIMARY) <= reload_only | {"Create a physical replication slot per replica"}
+    slot_tasks = {
+        "Create a physical replication slot per replica",
+        "Record the replicas' slots (apes_infra.replication_slots) and forget the dropped ones",
+    }
+    assert changed_tasks(out, PRIMARY) <= reload_only | slot_tasks
     assert changed_tasks(out, REPLICA) <= reload_only
     assert "Copy the primary with pg_basebackup" in changed_tasks(out, LATER)
     assert {h: query(h, "SELECT pg_postmaster_start_time()").stdout for h in (primary, replica)} == started
@@ -158,3 +162,43 @@ def test_adding_a_replica_and_rerunning(primary, replica, run_converge_with_inve
     assert again.returncode == 0, out[-4000:]
     recap = dict(re.findall(r"^(apes-pgrepl-\S+)\s*:.*changed=(\d+)", out, re.M))
     assert recap == {PRIMARY: "0", REPLICA: "0", LATER: "0"}, recap
+
+
+SLOTS = "SELECT string_agg(slot_name, ',' ORDER BY slot_name) FROM pg_replication_slots"
+RECORDED = "SELECT string_agg(slot_name::text, ',' ORDER BY slot_name) FROM apes_infra.replication_slots"
+
+
+def test_a_removed_replica_s_slot_is_dropped_and_other_slots_stay(primary, run_converge_with_inventory):
+    """After the previous test, replica2 streams through its slot. It dies and leaves the inventory: while it is
+    away max_slot_wal_keep_size bounds the WAL its slot holds, and the next run drops the slot, but neither
+    the remaining replica's slot nor a slot of another tool (as a backup server's would be)."""
+    later = get(LATER)
+    slot = "apes_pgrepl_replica2"
+    assert query(primary, RECORDED).stdout.strip() == f"apes_pgrepl_replica,{slot}"
+    query(primary, "SELECT pg_create_physical_replication_slot('other_tool', true)")
+    try:
+        stopped = later.run("systemctl stop postgresql@15-main")
+        assert stopped.rc == 0, stopped.stderr
+        active = "SELECT active FROM pg_replication_slots WHERE slot_name = :'slot'"
+        assert wait_for(primary, active, "f", slot=slot) == "f"
+        assert query(primary, "SHOW max_slot_wal_keep_size").stdout.strip() == "10GB"
+        # NULL when max_slot_wal_keep_size is -1: without the limit the dead replica's slot keeps all WAL.
+        bounded = "SELECT safe_wal_size IS NOT NULL FROM pg_replication_slots WHERE slot_name = :'slot'"
+        assert query(primary, bounded, slot=slot).stdout.strip() == "t"
+
+        result = run_converge_with_inventory(None)
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out[-4000:]
+        assert "Drop the slots of replicas that left the inventory" in changed_tasks(out, PRIMARY)
+        assert query(primary, SLOTS).stdout.strip() == "apes_pgrepl_replica,other_tool"
+        assert query(primary, RECORDED).stdout.strip() == "apes_pgrepl_replica"
+        streaming = "SELECT state FROM pg_stat_replication WHERE application_name = 'apes_pgrepl_replica'"
+        assert wait_for(primary, streaming, "streaming") == "streaming"
+
+        again = run_converge_with_inventory(None)
+        out = again.stdout + again.stderr
+        assert again.returncode == 0, out[-4000:]
+        recap = dict(re.findall(r"^(apes-pgrepl-\S+)\s*:.*changed=(\d+)", out, re.M))
+        assert recap == {PRIMARY: "0", REPLICA: "0"}, recap
+    finally:
+        query(primary, "SELECT pg_drop_replication_slot('other_tool')", check=False)
