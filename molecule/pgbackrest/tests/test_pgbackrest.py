@@ -409,3 +409,198 @@ def test_a_second_cluster_that_sorts_first_is_not_taken_for_the_managed_one(host
         )
     finally:
         host.run("pg_dropcluster 15 aaa")
+
+
+# --- In-place restores: checks before the stop, unarchived commits, the rescue -----------------
+
+IN_PLACE = {"postgresql_restore_mode": "in_place", "postgresql_restore_confirm_in_place": True}
+TIMERS = [f"pgbackrest-backup-main-{kind}.timer" for kind in ("full", "diff", "incr")]
+
+
+def postmaster(host) -> str:
+    """The running postmaster's PID and start time: changes whenever PostgreSQL is stopped or restarted."""
+    started = psql(host, "SELECT pg_postmaster_start_time()")
+    return started + " " + host.check_output("head -n 1 /var/lib/postgresql/15/main/postmaster.pid")
+
+
+def timer_starts() -> dict:
+    """When each backup timer last became active (monotonic clock): changes when a timer is stopped and started."""
+    return {
+        timer: repo("systemctl", "show", "-p", "ActiveEnterTimestampMonotonic", "--value", timer).stdout.strip()
+        for timer in TIMERS
+    }
+
+
+def timers_active() -> list:
+    return [repo("systemctl", "is-active", timer, check=False).stdout.strip() for timer in TIMERS]
+
+
+def aside_dirs(host, kind) -> list:
+    found = host.run(f"ls -d /var/lib/postgresql/15/main.{kind}-* 2>/dev/null")
+    return found.stdout.split()
+
+
+def refused(run_playbook, expected, **extra) -> str:
+    result = run_playbook(RESTORE, extra_vars=extra)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, f"{extra} was accepted"
+    assert expected in " ".join(out.split()), out[-3000:]
+    assert re.search(r"apes-pgbackrest-db\s*:.*changed=0\s", out), "nothing may change"
+    return out
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        pytest.param(
+            {"postgresql_restore_type": "time", "postgresql_restore_target": "2026-11-29 12:00:00"},
+            "postgresql_restore_target '2026-11-29 12:00:00' must be a timestamp with an explicit time zone",
+            id="time-without-zone",
+        ),
+        pytest.param(
+            {"postgresql_restore_type": "time", "postgresql_restore_target": "days-ago"},
+            "is before the end of the oldest usable backup",
+            id="time-before-the-oldest-backup",
+        ),
+        pytest.param(
+            {"postgresql_restore_type": "time", "postgresql_restore_target": "tomorrow"},
+            "is in the future",
+            id="time-in-the-future",
+        ),
+        pytest.param(
+            {"postgresql_restore_set": "20200101-000000F"},
+            "postgresql_restore_set: 20200101-000000F is not a usable backup of stanza main",
+            id="unknown-backup-set",
+        ),
+        pytest.param(
+            # The inventory says this host is a replica (and asks for a re-clone, so that the role's own
+            # facts accept it): restored in place, it would become a second primary.
+            {
+                "postgresql_replication_role": "replica",
+                "postgresql_primary_host": REPO,
+                "postgresql_replica_reclone": True,
+            },
+            "is a replica (postgresql_facts.replication_role=replica",
+            id="replica",
+        ),
+    ],
+)
+def test_in_place_restore_refused_before_anything_stops(host, run_playbook, extra, expected):
+    now = datetime.now(UTC)
+    relative = {"days-ago": now - timedelta(days=10), "tomorrow": now + timedelta(days=1)}
+    if extra.get("postgresql_restore_target") in relative:
+        extra = {**extra, "postgresql_restore_target": relative[extra["postgresql_restore_target"]].isoformat(" ")}
+    before, timers = postmaster(host), timer_starts()
+    refused(run_playbook, expected, **IN_PLACE, **extra)
+    assert postmaster(host) == before, "PostgreSQL must not have been stopped"
+    assert timer_starts() == timers, "the backup timers must not have been touched"
+    assert aside_dirs(host, "before-restore") == []
+
+
+def test_restore_refused_without_the_free_space(host, run_playbook):
+    """A copy needs the backup's database size free where it goes; a 1 MiB file system is refused."""
+    host.run_expect([0], "mkdir -p /mnt/small && mount -t tmpfs -o size=1m tmpfs /mnt/small")
+    try:
+        refused(
+            run_playbook,
+            "/mnt/small has 1.00 MB free; the restore needs",
+            postgresql_restore_directory="/mnt/small/copy",
+        )
+        assert not host.file("/mnt/small/copy").exists
+    finally:
+        host.run("umount /mnt/small")
+
+
+def test_in_place_restore_refused_for_a_cluster_the_stanza_does_not_back_up(host, run_playbook):
+    """The stanza's pg1-path is 15/main: an in-place restore over another cluster (15/aaa) is refused."""
+    host.run_expect([0], "pg_createcluster 15 aaa >/dev/null")
+    try:
+        before = postmaster(host)
+        refused(
+            run_playbook,
+            "stanza main backs up /var/lib/postgresql/15/main (/etc/pgbackrest/pgbackrest.conf), not the data directory"
+            " of cluster 15/aaa, /var/lib/postgresql/15/aaa",
+            **IN_PLACE,
+            postgresql_cluster_name="aaa",
+            postgresql_port=5433,
+        )
+        assert postmaster(host) == before
+    finally:
+        host.run("pg_dropcluster 15 aaa")
+
+
+def test_in_place_restore_refused_when_archiving_does_not_catch_up(host, table, run_playbook, wait_archived):
+    """WAL that cannot reach the repository would be lost by an in-place restore: refused before the stop."""
+    psql(host, "ALTER SYSTEM SET archive_command = 'false'")
+    psql(host, "SELECT pg_reload_conf()")
+    try:
+        psql(host, "INSERT INTO drill (id, batch) VALUES (400000, 'unarchivable')")
+        before, timers = postmaster(host), timer_starts()
+        result = run_playbook(RESTORE, extra_vars={**IN_PLACE, "postgresql_restore_archive_wait": 6})
+        out = " ".join((result.stdout + result.stderr).split())
+        assert result.returncode != 0
+        assert "was not archived within 6 s (postgresql_restore_archive_wait)" in out, out[-3000:]
+        assert "Nothing was stopped" in out
+        assert postmaster(host) == before, "PostgreSQL must not have been stopped"
+        assert timers_active() == ["active"] * 3, "the timers paused for the restore are resumed"
+        assert timer_starts() != timers, "the timers were paused during the attempt"
+    finally:
+        psql(host, "ALTER SYSTEM RESET archive_command")
+        psql(host, "SELECT pg_reload_conf()")
+    wait_archived(host)
+
+
+def test_in_place_restore_at_once_keeps_the_commits_not_yet_archived(
+    host, table, run_playbook, restored_backup_set, wait_archived
+):
+    """Rows committed just before the restore are in WAL that archive_timeout (60 s) has not pushed yet; the
+    restored data directory starts empty (no pg_wal of the old one), so they come back only from the repository.
+    (PostgreSQL's clean shutdown switches WAL too, and archives it when the archiver can: the restore's own switch and
+    wait, before the stop, is what refuses when it cannot; see the test before this one.)"""
+    # A segment switch just now: archive_timeout will not switch again during the restore (about 20 s).
+    wait_archived(host)
+    psql(host, "INSERT INTO drill (id, batch) SELECT g, 'just-before' FROM generate_series(500000, 500009) g")
+    expected = psql(host, "SELECT count(*), md5(string_agg(id || ':' || batch, ',' ORDER BY id)) FROM drill")
+    before, timers = postmaster(host), timer_starts()
+    out = restore(run_playbook, **IN_PLACE)
+    restored_backup_set(out)
+    assert postmaster(host) != before, "PostgreSQL was restarted on the restored data"
+    assert psql(host, "SELECT pg_is_in_recovery()") == "f"
+    assert psql(host, "SELECT count(*), md5(string_agg(id || ':' || batch, ',' ORDER BY id)) FROM drill") == expected
+    kept = aside_dirs(host, "before-restore")
+    assert len(kept) == 1, kept
+    assert f"the data directory before the restore is in {kept[0]}" in " ".join(out.split())
+    assert host.file(f"{kept[0]}/PG_VERSION").exists, "the old data directory is kept whole"
+    assert timers_active() == ["active"] * 3
+    assert timer_starts() != timers, "the backup timers were paused during the restore"
+    repo("runuser", "-u", "pgbackrest", "--", "pgbackrest", "--stanza=main", "check")
+
+
+def test_failed_in_place_restore_brings_the_old_cluster_back(host, table, run_playbook):
+    """A restore point that does not exist: the files are restored, then recovery ends without reaching the target
+    and the restored cluster does not start. The rescue puts the old data directory back and starts it."""
+    psql(host, "INSERT INTO drill (id, batch) VALUES (600000, 'before-failed-restore')")
+    checksum_sql = "SELECT count(*), md5(string_agg(id || ':' || batch, ',' ORDER BY id)) FROM drill"
+    expected = psql(host, checksum_sql)
+    system_id = psql(host, "SELECT system_identifier FROM pg_control_system()")
+    kept_before = aside_dirs(host, "before-restore")
+    timers = timer_starts()
+    result = run_playbook(
+        RESTORE,
+        extra_vars={**IN_PLACE, "postgresql_restore_type": "name", "postgresql_restore_target": "no_such_point"},
+    )
+    out = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    failed = aside_dirs(host, "failed-restore")
+    assert len(failed) == 1, failed
+    back = "The old cluster is back in /var/lib/postgresql/15/main and running"
+    assert f"{back} (the failed restore is kept in {failed[0]})" in out, out[-3000:]
+    # The same cluster as before, with every row, and accepting writes.
+    assert psql(host, "SELECT pg_is_in_recovery()") == "f"
+    assert psql(host, checksum_sql) == expected
+    assert psql(host, "SELECT system_identifier FROM pg_control_system()") == system_id
+    psql(host, "INSERT INTO drill (id, batch) VALUES (600001, 'after-failed-restore')")
+    assert aside_dirs(host, "before-restore") == kept_before, "the aside directory went back in place"
+    assert timers_active() == ["active"] * 3
+    assert timer_starts() != timers, "the timers were paused, and resumed after the failure"
+    host.run_expect([0], f"rm -rf {failed[0]}")

@@ -164,6 +164,38 @@ def test_adding_a_replica_and_rerunning(primary, replica, run_converge_with_inve
     assert recap == {PRIMARY: "0", REPLICA: "0", LATER: "0"}, recap
 
 
+def test_failed_reclone_puts_the_old_data_directory_back(primary, replica, run_playbook):
+    """A re-clone whose pg_basebackup fails (the primary's address given as the replica's own loopback, where nothing
+    listens once the replica is stopped) moves the old data directory back from .before-reclone-* and starts the
+    replica again. A normal converge then puts the address back, and the replica streams as before."""
+    pgdata = query(replica, "SHOW data_directory").stdout.strip()
+    marker = f"{pgdata}/apes-test-before-reclone"
+    replica.run_expect([0], f"runuser -u postgres -- touch {marker}")
+    converge = HERE.parent / "converge.yml"
+    result = run_playbook(
+        converge,
+        extra_vars={"postgresql_replica_reclone": True, "postgresql_primary_address": "127.0.0.1"},
+        limit=REPLICA,
+    )
+    out = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, out[-3000:]
+    assert 'failed at "Copy the primary with pg_basebackup"' in out, out[-3000:]
+    assert f"The old data directory is back in {pgdata} and the replica runs again" in out, out[-3000:]
+    # The very directory from before (the marker is in it), nothing left aside, a hot standby again.
+    assert replica.file(marker).exists
+    assert replica.run(f"ls -d {pgdata}.before-reclone-*").rc != 0
+    assert query(replica, "SELECT pg_is_in_recovery()").stdout.strip() == "t"
+
+    again = run_playbook(converge)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    sql = "SELECT state FROM pg_stat_replication WHERE application_name = 'apes_pgrepl_replica'"
+    assert wait_for(primary, sql, "streaming", seconds=60) == "streaming"
+    row = uuid.uuid4().hex
+    query(primary, "INSERT INTO app.replication_probe VALUES (:'marker')", "app", marker=row)
+    assert wait_for(replica, COUNT_MARKER, "1", "app", marker=row) == "1"
+    replica.run_expect([0], f"rm -f {marker}")
+
+
 SLOTS = "SELECT string_agg(slot_name, ',' ORDER BY slot_name) FROM pg_replication_slots"
 RECORDED = "SELECT string_agg(slot_name::text, ',' ORDER BY slot_name) FROM apes_infra.replication_slots"
 
