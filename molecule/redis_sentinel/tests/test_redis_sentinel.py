@@ -259,3 +259,44 @@ def test_topology_tag_alone_puts_a_stray_master_back(hosts, address_cache, run_p
             30,
             f"{name}'s Sentinel to report {master_name} again",
         )
+
+
+def test_bad_input_fails_before_any_change(hosts, run_playbook):
+    """Each bad input stops the role on every host before any change, naming the variable: the
+    quorum outside 1 to the number of Sentinels, Sentinel ports out of range, a placeholder
+    secret, and plaintext (TLS off) on the network addresses this scenario binds."""
+    confs = {name: h.file("/etc/redis/redis.conf").content_string for name, h in hosts.items()}
+    cases = [
+        (
+            {"redis_sentinel_quorum": 0},
+            ["redis_sentinel_quorum (0) must be between 1 and the number of hosts in the group redis_sentinel (3)"],
+        ),
+        (
+            {"redis_sentinel_quorum": 4},
+            ["redis_sentinel_quorum (4) must be between 1 and the number of hosts in the group redis_sentinel (3)"],
+        ),
+        ({"redis_sentinel_port": 0}, ["Ports must be between 1 and 65535, not redis_sentinel_port 0"]),
+        ({"redis_sentinel_tls_port": 65536}, ["Ports must be between 1 and 65535, not redis_sentinel_tls_port 65536"]),
+        (
+            {"redis_sentinel_password": "CHANGE-ME-in-the-vault-1"},
+            ["redis_sentinel_password (the CHANGE-ME placeholder)"],
+        ),
+        (
+            {"redis_tls_enabled": False},
+            ["plaintext Redis on an address that is not loopback", "redis_sentinel_bind", "redis_plaintext_accepted"],
+        ),
+    ]
+    for extra, expected in cases:
+        result = run_playbook(SCENARIO / "converge.yml", extra_vars=extra)
+        out = " ".join((result.stdout + result.stderr).split())
+        assert result.returncode != 0, f"{extra} was accepted"
+        for text in expected:
+            assert text in out, f"{text!r} not in output for {extra}: {out[-3000:]}"
+        assert "CHANGE-ME-in-the-vault-1" not in out, "a password was printed"
+        assert "secret-1" not in out, "a password was printed"
+        recaps = re.findall(r"apes-redis-sentinel-[123]\s+: ok=\S+\s+changed=(\d+)", out)
+        assert len(recaps) == 3, out[-2000:]
+        assert recaps == ["0", "0", "0"], (extra, recaps)
+    assert {name: h.file("/etc/redis/redis.conf").content_string for name, h in hosts.items()} == confs
+    for h in hosts.values():
+        assert cli(h, ADMIN, "PING") == "PONG"
