@@ -434,11 +434,22 @@ def test_backup_drill_restores_10000_keys(host, run_playbook):
     cli(host, ADMIN, "FLUSHALL", check=True)
     assert dbsize(host) == 0
     asides_before = host.run(f"ls -d {DATA_DIR}/before-restore-*").stdout.split()
+    since = host.check_output("date +%s")
 
     # The restore reads the TLS settings from the inventory (host_vars), as converge does.
-    result = run_playbook(RESTORE, extra_vars={"redis_admin_password": ADMIN[1]}, limit=name)
+    confirmed = {"redis_admin_password": ADMIN[1], "redis_restore_confirm": True}
+    result = run_playbook(RESTORE, extra_vars=confirmed, limit=name)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
+    # The backup timer (its unit wants redis-server) was stopped before the server and started
+    # again after it; it runs again.
+    jobs = unit_jobs(host, since)
+    assert (TIMER, "stop") in jobs, jobs
+    assert (TIMER, "start") in jobs, jobs
+    assert jobs.index((TIMER, "stop")) < jobs.index((SERVICE, "stop")), jobs
+    last_start = {unit: max(i for i, job in enumerate(jobs) if job == (unit, "start")) for unit in (TIMER, SERVICE)}
+    assert last_start[TIMER] > last_start[SERVICE], jobs
+    assert host.service(TIMER).is_running
     assert re.search(rf"Restored {BACKUP_DIR}/dump-\S+\.rdb\s+on\s+{name}:\s+10000\s+keys", out), out[-3000:]
 
     assert dbsize(host) == 10000
@@ -456,6 +467,123 @@ def test_backup_drill_restores_10000_keys(host, run_playbook):
     # Survives a restart: the new AOF holds the restored keys.
     host.run_expect([0], "systemctl restart redis-server")
     assert dbsize(host) == 10000
+
+
+TIMER = "apes-redis-backup.timer"
+SERVICE = "redis-server.service"
+
+
+def unit_jobs(host, since: str) -> list[tuple[str, str]]:
+    """(unit, job type) of the start and stop jobs systemd completed for the backup timer and the
+    server since the epoch second `since`, in order (systemd's own journal entries)."""
+    lines = host.check_output(f"journalctl _PID=1 -o json --since @{since} --no-pager").splitlines()
+    jobs = []
+    for line in lines:
+        entry = json.loads(line)
+        if entry.get("UNIT") in (TIMER, SERVICE) and entry.get("JOB_RESULT") == "done":
+            jobs.append((entry["UNIT"], entry.get("JOB_TYPE")))
+    return jobs
+
+
+def test_restore_without_confirmation_changes_nothing(host, run_playbook):
+    """A plain run of the restore playbook stops in its first play, naming the variable: the
+    server was not stopped, its data and the backup timer are as they were."""
+    name = host.backend.get_hostname()
+    assert cli(host, APP, "SET", "app:unconfirmed", "still-here") == "OK"
+    pid = main_pid(host)
+    asides = host.run(f"ls -d {DATA_DIR}/before-restore-*").stdout.split()
+    for extra in ({}, {"redis_restore_confirm": False}):
+        result = run_playbook(RESTORE, extra_vars={"redis_admin_password": ADMIN[1], **extra}, limit=name)
+        out = result.stdout + result.stderr
+        assert result.returncode != 0, out[-3000:]
+        assert "set redis_restore_confirm=true to confirm" in " ".join(out.split()), out[-3000:]
+        assert "Stop redis-sentinel" not in out, out[-3000:]
+        assert "Stop redis-server" not in out, out[-3000:]
+        assert re.search(r"changed=0\s", recap(out, name)), recap(out, name)
+    assert main_pid(host) == pid, "the server was restarted"
+    assert cli(host, APP, "GET", "app:unconfirmed") == "still-here"
+    assert host.run(f"ls -d {DATA_DIR}/before-restore-*").stdout.split() == asides
+    assert host.service(TIMER).is_running
+
+
+def test_failed_restore_puts_the_data_back_and_starts_everything(host, run_playbook):
+    """A backup that is damaged after the server stopped (a drop-in of this test truncates it when
+    the server stops): redis-server cannot load it. The rescue moves what the restore wrote aside,
+    puts the data from before back, writes appendonly yes again, starts the server and the backup
+    timer, and the run fails saying where the data is."""
+    name = host.backend.get_hostname()
+    work = "/root/failing-restore"
+    dropin = "/etc/systemd/system/redis-server.service.d/zz-test-damage-backup.conf"
+    flag = "/run/apes-test-damage-backup"
+    host.run_expect([0], "systemctl start apes-redis-backup.service")
+    newest = host.check_output(f"ls {BACKUP_DIR} | grep -E '^dump-.*\\.rdb$' | sort | tail -1")
+    # Written after the backup: only the live data has it.
+    assert cli(host, APP, "SET", "app:after-the-backup", "live") == "OK"
+    keys = dbsize(host)
+    asides = host.run(f"ls -d {DATA_DIR}/before-restore-*").stdout.split()
+    host.run_expect(
+        [0],
+        f"set -e; rm -rf {work}; mkdir -m 700 {work}; cp {BACKUP_DIR}/{newest} {work}/dump-damaged.rdb; "
+        f"cd {work}; sha256sum dump-damaged.rdb > dump-damaged.rdb.sha256",
+    )
+    host.run_expect(
+        [0],
+        f"printf '%s\\n' '[Service]' "
+        f"\"ExecStopPost=+/bin/sh -c 'if [ -e {flag} ]; then rm -f {flag}; "
+        f"truncate -s 64 {work}/dump-damaged.rdb; fi'\" > {dropin} && systemctl daemon-reload && touch {flag}",
+    )
+    try:
+        result = run_playbook(
+            RESTORE,
+            extra_vars={
+                "redis_admin_password": ADMIN[1],
+                "redis_restore_confirm": True,
+                "redis_restore_backup": f"{work}/dump-damaged.rdb",
+            },
+            limit=name,
+        )
+    finally:
+        host.run_expect([0], f"rm -f {dropin} {flag} && systemctl daemon-reload")
+    out = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, out[-3000:]
+    assert not host.file(flag).exists, "the backup was not damaged after the stop: the test proves nothing"
+    assert f"The restore of {work}/dump-damaged.rdb on {name} failed at Start redis-server" in out, out[-3000:]
+    assert f"The data from before the restore is back in {DATA_DIR} and redis-server runs with it" in out, out[-3000:]
+    failed = re.search(rf"({DATA_DIR}/failed-restore-[0-9TZ]+)", out)
+    assert failed, out[-3000:]
+    assert "secret-1" not in out, "a password was printed"
+
+    # The data from before, not the backup's, with AOF on as configured; the server and the timer run.
+    assert cli(host, ADMIN, "PING") == "PONG"
+    assert host.service("redis-server").is_running
+    assert cli(host, APP, "GET", "app:after-the-backup") == "live"
+    assert dbsize(host) == keys
+    assert config_get(host, "appendonly") == "yes"
+    assert host.file("/etc/redis/redis-runtime.conf").contains("^appendonly yes$")
+    assert host.file(f"{DATA_DIR}/appendonlydir").is_directory
+    assert host.service(TIMER).is_running
+    # What the failed restore wrote was moved aside, not deleted; the data went back where it was.
+    assert host.file(f"{failed.group(1)}/dump.rdb").size == 64
+    assert host.run(f"ls -d {DATA_DIR}/before-restore-*").stdout.split() == asides
+    host.run_expect([0], f"rm -rf {work}")
+
+
+def test_backup_script_refuses_to_keep_no_backup(host):
+    """REDIS_BACKUP_KEEP=0 would remove every backup, the new one included: the script refuses it
+    before it takes or removes anything (run as the unit runs it, with the unit's environment)."""
+    host.run_expect([0], "systemctl start apes-redis-backup.service")
+    before = host.check_output(f"ls {BACKUP_DIR}")
+    assert ".rdb" in before
+    env = host.check_output("systemctl show -p Environment --value apes-redis-backup.service")
+    assert "REDIS_BACKUP_KEEP=2" in env, env
+    for keep in ("0", "-1", "none"):
+        result = host.run(
+            f"set -a; . /etc/redis/backup.env; set +a; "
+            f"env {env} REDIS_BACKUP_KEEP={keep} /usr/local/lib/apes-infra/redis-backup"
+        )
+        assert result.rc == 2, (keep, result.rc, result.stdout, result.stderr)
+        assert f"REDIS_BACKUP_KEEP must be a whole number of at least 1 (backups kept), not '{keep}'" in result.stderr
+        assert host.check_output(f"ls {BACKUP_DIR}") == before, f"REDIS_BACKUP_KEEP={keep} changed the backups"
 
 
 def recap(out: str, name: str) -> str:
@@ -674,11 +802,36 @@ def test_bad_input_fails_before_any_change(host, run_playbook):
     reaches the running server. One host per run, so that each host's tests stay on one worker."""
     name = host.backend.get_hostname()
     before = host.file("/etc/redis/users.acl").content_string
+    conf = host.file("/etc/redis/redis.conf").content_string
+    address = host_address(host)
     cases = [
         ({"redis_admin_password": ""}, ["redis_admin_password"]),
         ({"redis_maxmemory": "lots"}, ["redis_maxmemory"]),
         ({"redis_users": [{"name": "app", "password": "short"}]}, ["redis_users", "entry 0 (app)"]),
         ({"redis_port": "not-a-port"}, ["redis_port"]),
+        # Ranges: ports, backup retention.
+        ({"redis_port": 70000}, ["Ports must be between 1 and 65535, not redis_port 70000"]),
+        ({"redis_tls_port": 0}, ["Ports must be between 1 and 65535, not redis_tls_port 0"]),
+        ({"redis_backup_keep": 0}, ["redis_backup_keep must be at least 1"]),
+        # Secrets: the placeholder of inventories/example, one that contains it, one of 15 characters.
+        ({"redis_admin_password": "CHANGE-ME"}, ["Missing, too short or a placeholder: redis_admin_password"]),
+        (
+            {"redis_monitoring_password": "CHANGE-ME-in-the-vault-1"},
+            ["Missing, too short or a placeholder: redis_monitoring_password (the CHANGE-ME placeholder)"],
+        ),
+        ({"redis_backup_password": "only-15-chars-1"}, ["Missing, too short or a placeholder: redis_backup_password"]),
+        (
+            {"redis_users": [{"name": "app", "password": "CHANGE-ME-in-the-vault-1", "keys": ["app:*"]}]},
+            ["redis_users: invalid entry 0 (app)"],
+        ),
+        # Plaintext on an address that is not loopback (TLS beside plaintext is plaintext too).
+        (
+            {"redis_bind": ["127.0.0.1", address], **({"redis_tls_only": False} if is_tls(host) else {})},
+            [
+                f"redis_bind {address}: plaintext Redis on an address that is not loopback",
+                "redis_plaintext_accepted: true",
+            ],
+        ),
         # TLS: a certificate without its key, a key without its certificate, an unknown mode.
         ({"redis_tls_enabled": True, "redis_tls_cert_src": "/etc/hostname"}, ["redis_tls_key_src is required"]),
         ({"redis_tls_enabled": True, "redis_tls_key_src": "/etc/hostname"}, ["redis_tls_cert_src is required"]),
@@ -702,14 +855,50 @@ def test_bad_input_fails_before_any_change(host, run_playbook):
         result = run_playbook(SCENARIO / "redis.yml", extra_vars=extra, limit=name)
         out = result.stdout + result.stderr
         assert result.returncode != 0, f"{extra} was accepted"
+        flat = " ".join(out.split())  # messages may be wrapped
         for text in expected:
-            assert text in out, f"{text!r} not in output for {extra}: {out[-3000:]}"
+            assert text in flat, f"{text!r} not in output for {extra}: {out[-3000:]}"
         assert "molecule-app-secret-1" not in out, "a password was printed"
+        for secret in ("CHANGE-ME-in-the-vault-1", "only-15-chars-1"):
+            assert secret not in out, "a password was printed"
         assert "PRIVATE KEY" not in out, "a key was printed"
         recaps = re.findall(rf"^{name}\s+: .*$", out, re.M)
         assert len(recaps) == 1, out[-2000:]
         assert re.search(r"changed=0\s", recaps[0]), recaps
     assert host.file("/etc/redis/users.acl").content_string == before
+    assert host.file("/etc/redis/redis.conf").content_string == conf
     # The running server still has the good ACL: app works, nothing else was loaded.
     assert cli(host, APP, "SET", "app:after-bad-input", "1") == "OK"
     assert "nosuchcommand" not in cli(host, ADMIN, "ACL", "LIST")
+
+
+def host_address(host) -> str:
+    """The container's own address on the Docker network (not loopback)."""
+    return host.check_output("ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1")
+
+
+@pytest.fixture(scope="module", params=["apes-redis-debian12"])
+def plain_host(request):
+    """The plaintext instance (its name in the test id, so that its tests stay on its worker)."""
+    return testinfra.get_host(f"ansible://{request.param}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
+
+
+def test_plaintext_on_the_network_runs_when_accepted(plain_host, run_playbook):
+    """The same plaintext bind that the bad-input test sees refused passes the checks when the
+    inventory accepts it (a check-mode run: it predicts the new bind and changes nothing)."""
+    name = plain_host.backend.get_hostname()
+    conf = plain_host.file("/etc/redis/redis.conf").content_string
+    address = host_address(plain_host)
+    result = run_playbook(
+        SCENARIO / "redis.yml",
+        extra_vars={"redis_bind": ["127.0.0.1", address], "redis_plaintext_accepted": True},
+        limit=name,
+        check=True,
+        diff=True,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "plaintext Redis on an address that is not loopback" not in out
+    assert f"+bind 127.0.0.1 {address}" in out, "the new bind was not predicted"
+    assert plain_host.file("/etc/redis/redis.conf").content_string == conf
+    assert "secret-1" not in out, "a password was printed"

@@ -259,3 +259,118 @@ def test_topology_tag_alone_puts_a_stray_master_back(hosts, address_cache, run_p
             30,
             f"{name}'s Sentinel to report {master_name} again",
         )
+
+
+def test_bad_input_fails_before_any_change(hosts, run_playbook):
+    """Each bad input stops the role on every host before any change, naming the variable: the
+    quorum outside 1 to the number of Sentinels, Sentinel ports out of range, a placeholder
+    secret, and plaintext (TLS off) on the network addresses this scenario binds."""
+    confs = {name: h.file("/etc/redis/redis.conf").content_string for name, h in hosts.items()}
+    cases = [
+        (
+            {"redis_sentinel_quorum": 0},
+            ["redis_sentinel_quorum (0) must be between 1 and the number of hosts in the group redis_sentinel (3)"],
+        ),
+        (
+            {"redis_sentinel_quorum": 4},
+            ["redis_sentinel_quorum (4) must be between 1 and the number of hosts in the group redis_sentinel (3)"],
+        ),
+        ({"redis_sentinel_port": 0}, ["Ports must be between 1 and 65535, not redis_sentinel_port 0"]),
+        ({"redis_sentinel_tls_port": 65536}, ["Ports must be between 1 and 65535, not redis_sentinel_tls_port 65536"]),
+        (
+            {"redis_sentinel_password": "CHANGE-ME-in-the-vault-1"},
+            ["redis_sentinel_password (the CHANGE-ME placeholder)"],
+        ),
+        (
+            {"redis_tls_enabled": False},
+            ["plaintext Redis on an address that is not loopback", "redis_sentinel_bind", "redis_plaintext_accepted"],
+        ),
+    ]
+    for extra, expected in cases:
+        result = run_playbook(SCENARIO / "converge.yml", extra_vars=extra)
+        out = " ".join((result.stdout + result.stderr).split())
+        assert result.returncode != 0, f"{extra} was accepted"
+        for text in expected:
+            assert text in out, f"{text!r} not in output for {extra}: {out[-3000:]}"
+        assert "CHANGE-ME-in-the-vault-1" not in out, "a password was printed"
+        assert "secret-1" not in out, "a password was printed"
+        recaps = re.findall(r"apes-redis-sentinel-[123]\s+: ok=\S+\s+changed=(\d+)", out)
+        assert len(recaps) == 3, out[-2000:]
+        assert recaps == ["0", "0", "0"], (extra, recaps)
+    assert {name: h.file("/etc/redis/redis.conf").content_string for name, h in hosts.items()} == confs
+    for h in hosts.values():
+        assert cli(h, ADMIN, "PING") == "PONG"
+
+
+RESTORE = SCENARIO.parent.parent / "playbooks" / "redis_restore.yml"
+# converge.yml's play vars that the restore needs (this scenario keeps them out of the inventory).
+RESTORE_VARS = {
+    "redis_admin_password": ADMIN[1],
+    "redis_tls_enabled": True,
+    "redis_tls_auth_clients": "yes",
+    "redis_restore_confirm": True,
+}
+
+
+def _sentinels_agree(hosts, master: str) -> bool:
+    return all(h.service("redis-sentinel").is_running and sentinel_master(h) == master for h in hosts.values())
+
+
+def test_restore_under_sentinel_fails_safely_then_restores(hosts, address_cache, run_playbook):
+    """On the master of a Sentinel-managed set. First a restore whose backup is damaged after the
+    stop (a drop-in of this test truncates it): the rescue puts the data from before back, starts
+    the server, every held Sentinel (the master's own Sentinel only through the rescue: the
+    playbook's last play skips a failed host) and the timer; nothing failed over. Then a good
+    restore: no failover either, and the replicas resynchronise to the restored data."""
+    master_name = _current_master(hosts, address_cache)
+    master = hosts[master_name]
+    master_address = f"{address_cache[master_name]}:{PORT}"
+    replicas = [hosts[n] for n in HOSTS if n != master_name]
+    assert cli(master, APP, "SET", "app:in-the-backup", "1") == "OK"
+    master.run_expect([0], "systemctl start apes-redis-backup.service")
+    newest = master.check_output("ls /var/backups/redis | grep -E '^dump-.*\\.rdb$' | sort | tail -1")
+    assert cli(master, APP, "SET", "app:after-the-backup", "live") == "OK"
+
+    work = "/root/failing-restore"
+    dropin = "/etc/systemd/system/redis-server.service.d/zz-test-damage-backup.conf"
+    flag = "/run/apes-test-damage-backup"
+    master.run_expect(
+        [0],
+        f"set -e; rm -rf {work}; mkdir -m 700 {work}; cp /var/backups/redis/{newest} {work}/dump-damaged.rdb; "
+        f"cd {work}; sha256sum dump-damaged.rdb > dump-damaged.rdb.sha256; "
+        f"printf '%s\\n' '[Service]' \"ExecStopPost=+/bin/sh -c 'if [ -e {flag} ]; then rm -f {flag}; "
+        f"truncate -s 64 {work}/dump-damaged.rdb; fi'\" > {dropin}; systemctl daemon-reload; touch {flag}",
+    )
+    try:
+        result = run_playbook(RESTORE, extra_vars={**RESTORE_VARS, "redis_restore_backup": f"{work}/dump-damaged.rdb"})
+    finally:
+        master.run_expect([0], f"rm -f {dropin} {flag} && systemctl daemon-reload")
+    out = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, out[-3000:]
+    assert "secret-1" not in out, "a password was printed"
+    assert f"The restore of {work}/dump-damaged.rdb on {master_name} failed at Start redis-server" in out, out[-3000:]
+    assert "The data from before the restore is back in /var/lib/redis and redis-server runs with it" in out
+    assert cli(master, APP, "GET", "app:after-the-backup") == "live"
+    assert role(master)[0] == "master"
+    assert master.service("apes-redis-backup.timer").is_running
+    wait_for(lambda: _sentinels_agree(hosts, master_address), 30, "every Sentinel to run and report the same master")
+    master.run_expect([0], f"rm -rf {work}")
+
+    # A good restore of the same backup: the master stays the master, the replicas follow it.
+    result = run_playbook(RESTORE, extra_vars={**RESTORE_VARS, "redis_restore_backup": newest})
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert cli(master, APP, "GET", "app:in-the-backup") == "1"
+    assert cli(master, APP, "GET", "app:after-the-backup") == ""
+    assert role(master)[0] == "master"
+    wait_for(lambda: _sentinels_agree(hosts, master_address), 30, "every Sentinel to report the restored master")
+    for replica in replicas:
+        wait_for(
+            lambda replica=replica: (
+                role(replica)[:4] == ["slave", address_cache[master_name], str(PORT), "connected"]
+                and cli(replica, APP, "GET", "app:after-the-backup") == ""
+                and cli(replica, APP, "GET", "app:in-the-backup") == "1"
+            ),
+            60,
+            "the replicas to resynchronise to the restored data",
+        )
