@@ -41,6 +41,7 @@ def config_state(host):
             "pgbackrest_cipher_pass must have at least 16 characters",
         ),
         ({"pgbackrest_cipher_pass": "short-pass"}, "pgbackrest_cipher_pass must have at least 16 characters"),
+        ({**PASS, "pgbackrest_stanza": "main]\nrepo1-path=/tmp"}, "pgbackrest_stanza may contain only letters"),
     ],
 )
 def test_role_refuses_bad_input_before_any_change(host, run_playbook, extra, expected):

@@ -314,6 +314,14 @@ def snapshot(hosts) -> dict:
             {"postgresql_users": [{"name": "app", "password": "too-short"}]},
             "postgresql_users[0].password (app): a password must have at least 16 characters",
         ),
+        (
+            {
+                "postgresql_hba_entries": [
+                    {"address": "10.0.0.0/8", "method": "scram-sha-256", "user": "app\nhost all all 0.0.0.0/0 trust"}
+                ]
+            },
+            "postgresql_hba_entries[0].user must not contain spaces, line breaks or double quotes",
+        ),
     ],
     ids=[
         "version",
@@ -324,6 +332,7 @@ def snapshot(hosts) -> dict:
         "slot-wal-keep",
         "placeholder",
         "short-password",
+        "hba-line-break",
     ],
 )
 def test_bad_input_fails_before_any_change(run_playbook, extra, expected):
