@@ -305,7 +305,8 @@ def test_topology_tag_alone_puts_a_stray_master_back(hosts, address_cache, run_p
 def test_bad_input_fails_before_any_change(hosts, run_playbook):
     """Each bad input stops the role on every host before any change, naming the variable: the
     quorum outside 1 to the number of Sentinels, Sentinel ports out of range, a placeholder
-    secret, a weak discovery password, a wildcard announce address, and plaintext (TLS off) on the network addresses this scenario binds."""
+    secret, a weak discovery password, a wildcard announce address, and plaintext (TLS off) on
+    the network addresses this scenario binds."""
     confs = {name: h.file("/etc/redis/redis.conf").content_string for name, h in hosts.items()}
     cases = [
         (
@@ -327,8 +328,8 @@ def test_bad_input_fails_before_any_change(hosts, run_playbook):
             ["Missing, too short or a placeholder: redis_sentinel_discovery_password."],
         ),
         (
-            {"redis_bind": ["0.0.0.0"]},
-            ["redis_announce_host is '0.0.0.0' (derived from redis_bind 0.0.0.0)", "Set redis_announce_host"],
+            {"redis_bind": ["*"]},
+            ["redis_announce_host is '*' (derived from redis_bind *)", "Set redis_announce_host"],
         ),
         (
             {"redis_announce_host": "::"},
