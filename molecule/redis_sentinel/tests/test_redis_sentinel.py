@@ -16,6 +16,7 @@ HOSTS = ["apes-redis-sentinel-1", "apes-redis-sentinel-2", "apes-redis-sentinel-
 ADMIN = ("admin", "molecule-admin-secret-1")
 APP = ("app", "molecule-app-secret-1")
 SENTINEL_LOGIN = ("", "molecule-sentinel-secret-1")  # Sentinel has a password, no user name
+DISCOVERY = ("discovery", "molecule-sentinel-discovery-secret-1")  # Sentinel's discovery-only user
 MASTER_NAME = "apes"
 DOWN_AFTER_MS = 3000  # converge.yml
 FAILOVER_TIMEOUT_MS = 20000
@@ -74,13 +75,15 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 def write_through_sentinel(host, addresses: dict[str, str], key: str, value: str) -> str:
-    """Write with redis-py's Sentinel client (python3-redis, installed by the role): it asks the
-    Sentinels for the master and writes there. Prints the address it wrote to."""
+    """Write with redis-py's Sentinel client (python3-redis, installed by the role), logged in to
+    the Sentinels as the discovery user: it asks them for the master and writes there. Prints the
+    address it wrote to."""
     script = f"""
 from redis.sentinel import Sentinel
 tls = {PY_TLS!r}
 s = Sentinel([(a, {SENTINEL_PORT}) for a in {list(addresses.values())!r}],
-             sentinel_kwargs={{"password": {SENTINEL_LOGIN[1]!r}, **tls}}, socket_timeout=2, **tls)
+             sentinel_kwargs={{"username": {DISCOVERY[0]!r}, "password": {DISCOVERY[1]!r}, **tls}},
+             socket_timeout=2, **tls)
 m = s.master_for({MASTER_NAME!r}, username={APP[0]!r}, password={APP[1]!r}, socket_timeout=2, **tls)
 m.set({key!r}, {value!r})
 host, port = s.discover_master({MASTER_NAME!r})
@@ -135,6 +138,47 @@ def test_files_and_access(hosts):
         assert cli(h, ADMIN, "PING") == "PONG"
     for name in HOSTS[1:]:
         assert "READONLY" in cli(hosts[name], APP, "SET", "app:x", "1")
+
+
+def test_discovery_user_finds_the_master_and_changes_nothing(hosts, address_cache):
+    """Clients log in to Sentinel as the discovery user: it finds the master, the replicas and the
+    Sentinels, but may not change Sentinel; without a password nothing answers."""
+    master_name = _current_master(hosts, address_cache)
+    master = f"{address_cache[master_name]}:{PORT}"
+    replica = address_cache[next(n for n in HOSTS if n != master_name)]
+    for name, h in hosts.items():
+        found = cli(h, DISCOVERY, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME, port=SENTINEL_PORT)
+        assert ":".join(found.split()) == master, (name, found)
+        assert MASTER_NAME in cli(h, DISCOVERY, "SENTINEL", "MASTERS", port=SENTINEL_PORT), name
+        assert replica in cli(h, DISCOVERY, "SENTINEL", "REPLICAS", MASTER_NAME, port=SENTINEL_PORT), name
+        refused = [
+            ("SENTINEL", "FAILOVER", MASTER_NAME),
+            ("SENTINEL", "REMOVE", MASTER_NAME),
+            ("SENTINEL", "MONITOR", "evil", "192.0.2.1", "6379", "1"),
+            ("SENTINEL", "SET", MASTER_NAME, "quorum", "1"),
+            ("SENTINEL", "RESET", "*"),
+            ("SENTINEL", "CONFIG", "GET", "*"),
+            ("SENTINEL", "FLUSHCONFIG"),
+            ("SENTINEL", "CONFIG", "SET", "resolve-hostnames", "yes"),
+            ("ACL", "LIST"),
+        ]
+        # Sentinel has no CONFIG command of its own: SENTINEL CONFIG is its configuration.
+        for words in refused:
+            out = cli(h, DISCOVERY, *words, port=SENTINEL_PORT)
+            assert "NOPERM" in out, (name, words, out)
+        # Without a password (and with a wrong one) discovery is refused.
+        anonymous = h.run(
+            f"redis-cli -h 127.0.0.1 -p {SENTINEL_PORT} {TLS} SENTINEL GET-MASTER-ADDR-BY-NAME {MASTER_NAME}"
+        )
+        assert "NOAUTH" in anonymous.stdout + anonymous.stderr, anonymous
+        wrong = cli(h, (DISCOVERY[0], "not-the-password-1"), "SENTINEL", "MASTERS", port=SENTINEL_PORT)
+        assert "WRONGPASS" in wrong, wrong
+        # Nothing above changed Sentinel: it still monitors the master, with quorum two.
+        info = dict(zip(*[iter(sentinel(h, "SENTINEL", "MASTER", MASTER_NAME).splitlines())] * 2, strict=False))
+        assert info["quorum"] == "2", (name, info)
+        assert "evil" not in sentinel(h, "SENTINEL", "MASTERS")
+        # The password is in the file as a hash only; the user's name is published.
+        assert DISCOVERY[1] not in h.file("/etc/redis/sentinel.conf").content_string
 
 
 def test_failover_writes_through_sentinel_and_rerun_changes_nothing(hosts, address_cache, run_playbook):
@@ -264,7 +308,8 @@ def test_topology_tag_alone_puts_a_stray_master_back(hosts, address_cache, run_p
 def test_bad_input_fails_before_any_change(hosts, run_playbook):
     """Each bad input stops the role on every host before any change, naming the variable: the
     quorum outside 1 to the number of Sentinels, Sentinel ports out of range, a placeholder
-    secret, and plaintext (TLS off) on the network addresses this scenario binds."""
+    secret, a weak discovery password, a wildcard announce address, and plaintext (TLS off) on
+    the network addresses this scenario binds."""
     confs = {name: h.file("/etc/redis/redis.conf").content_string for name, h in hosts.items()}
     cases = [
         (
@@ -280,6 +325,18 @@ def test_bad_input_fails_before_any_change(hosts, run_playbook):
         (
             {"redis_sentinel_password": "CHANGE-ME-in-the-vault-1"},
             ["redis_sentinel_password (the CHANGE-ME placeholder)"],
+        ),
+        (
+            {"redis_sentinel_discovery_password": "short-1"},
+            ["Missing, too short or a placeholder: redis_sentinel_discovery_password."],
+        ),
+        (
+            {"redis_bind": ["*"]},
+            ["redis_announce_host is '*' (derived from redis_bind *)", "Set redis_announce_host"],
+        ),
+        (
+            {"redis_announce_host": "::"},
+            ["redis_announce_host is '::': a wildcard or empty address", "Set redis_announce_host"],
         ),
         (
             {"redis_tls_enabled": False},
