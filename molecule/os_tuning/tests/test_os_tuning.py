@@ -201,6 +201,24 @@ def test_thp_unit_enabled_and_skipped_where_sys_is_read_only(host):
     assert verify.rc == 0, verify.stderr
 
 
+# systemd-analyze security apes-thp.service with the role's sandbox (README, "Sandboxing"); the
+# unit measured 5.0 MEDIUM before it.
+THP_EXPOSURE_MAX = 9.9
+
+
+def test_thp_unit_sandbox_rates_ok(host):
+    out = host.check_output("systemd-analyze security --no-pager apes-thp.service")
+    match = re.search(r"Overall exposure level for apes-thp\.service: ([\d.]+) (\w+)", out)
+    assert match, out[-500:]
+    print(f"systemd-analyze security apes-thp.service: {match.group(1)} {match.group(2)}")
+    assert float(match.group(1)) <= THP_EXPOSURE_MAX, match.group(0)
+    assert match.group(2) in ("SAFE", "OK"), match.group(0)
+    # Writing /sys/kernel/mm/transparent_hugepage needs /sys writable: no ProtectKernelTunables.
+    show = host.check_output("systemctl show apes-thp.service -p ProtectKernelTunables -p ProtectSystem")
+    assert "ProtectKernelTunables=no" in show
+    assert "ProtectSystem=strict" in show
+
+
 def test_time_sync_running(host):
     chrony = host.service("chrony")
     assert chrony.is_running

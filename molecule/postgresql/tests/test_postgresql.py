@@ -264,6 +264,61 @@ def test_oom_protection(host):
     assert host.service(unit).is_running
 
 
+# systemd-analyze security for postgresql@<version>-main with the role's sandbox drop-in (README,
+# "Sandboxing"); Debian's unit alone measures 9.6 UNSAFE.
+SANDBOX_EXPOSURE_MAX = 1.3
+
+
+def exposure(host, unit: str) -> tuple[float, str]:
+    out = host.check_output(f"systemd-analyze security --no-pager {unit}")
+    match = re.search(rf"Overall exposure level for {re.escape(unit)}: ([\d.]+) (\w+)", out)
+    assert match, out[-500:]
+    return float(match.group(1)), match.group(2)
+
+
+def test_sandbox_rates_ok(host):
+    unit = f"postgresql@{version(host)}-main.service"
+    level, rating = exposure(host, unit)
+    print(f"systemd-analyze security {unit}: {level} {rating}")
+    assert level <= SANDBOX_EXPOSURE_MAX, (level, rating)
+    assert rating in ("SAFE", "OK"), (level, rating)
+    assert host.check_output(f"systemctl show {unit} -p ProtectSystem") == "ProtectSystem=strict"
+    assert host.check_output(f"systemctl show {unit} -p CapabilityBoundingSet") == "CapabilityBoundingSet="
+    # Any session may turn JIT on: LLVM needs writable and executable memory.
+    assert host.check_output(f"systemctl show {unit} -p MemoryDenyWriteExecute") == "MemoryDenyWriteExecute=no"
+
+
+def test_sandboxed_server_writes_where_it_must(host):
+    """ALTER SYSTEM (postgresql.auto.conf in the data directory), a JIT-compiled query, a
+    checkpoint and the log file all work inside the sandbox; the cluster's configuration directory,
+    which postgres owns, is read-only to the server."""
+    query(host, "ALTER SYSTEM SET log_min_duration_statement = 12345")
+    try:
+        query(host, "SELECT pg_reload_conf()")
+        assert query(host, "SHOW log_min_duration_statement") == "12345ms"
+    finally:
+        query(host, "ALTER SYSTEM RESET log_min_duration_statement")
+        query(host, "SELECT pg_reload_conf()")
+    jit = query(
+        host,
+        "SET jit = on; SET jit_above_cost = 0; SET jit_inline_above_cost = 0; "
+        "EXPLAIN (ANALYZE, FORMAT JSON) SELECT sum(g) FROM generate_series(1, 1000) g",
+    )
+    assert '"JIT"' in jit, jit[:500]
+    psql(host, "CHECKPOINT")
+    marker = f"sandbox_marker_{os.getpid()}"
+    host.run(f'runuser -u postgres -- psql -X -c "SELECT 1/0 AS {marker}"')
+    log = f"/var/log/postgresql/postgresql-{version(host)}-main.log"
+    assert marker in host.check_output(f"tail -n 50 {log}")
+    probe = f"{conf_dir(host)}/sandbox-probe"
+    assert host.file(conf_dir(host)).user == "postgres"
+    try:
+        query(host, f"COPY (SELECT 1) TO PROGRAM 'touch {probe} || true'")
+        assert not host.file(probe).exists
+    finally:
+        host.run(f"rm -f {probe}")
+
+
 def test_pgdg_repository_rendered_in_check_mode(host, run_playbook):
     """apt.postgresql.org is unreachable here: render its source in check mode and inspect it."""
     before = host.run("ls /etc/apt/sources.list.d/").stdout
