@@ -202,8 +202,8 @@ def test_thp_unit_enabled_and_skipped_where_sys_is_read_only(host):
 
 
 # systemd-analyze security apes-thp.service with the role's sandbox (README, "Sandboxing"); the
-# unit measured 5.0 MEDIUM before it.
-THP_EXPOSURE_MAX = 9.9
+# unit measured 5.0 MEDIUM before it, and 1.1 OK after it with systemd-analyze --offline=true.
+THP_EXPOSURE_MAX = 1.2
 
 
 def test_thp_unit_sandbox_rates_ok(host):
