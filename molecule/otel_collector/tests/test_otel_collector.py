@@ -410,12 +410,18 @@ def test_invalid_config_fails_and_the_collector_keeps_running(agent, collector, 
             "otel_collector_preset_postgresql is on (host groups: otel_gateway) but postgresql is not installed on "
             + GATEWAY,
         ),
+        (
+            {"otel_collector_tls_enabled": False},
+            None,
+            "with no client authentication, on 0.0.0.0:4317, 0.0.0.0:4318. Keep otel_collector_tls_enabled",
+        ),
     ],
     ids=[
         "unknown-install-method",
         "release-without-checksum",
         "redis-preset-without-redis",
         "postgresql-preset-without-postgresql",
+        "plaintext-not-accepted",
     ],
 )
 def test_bad_input_fails_before_any_change(collector, extra_vars, limit, message):
@@ -644,42 +650,51 @@ def test_check_and_diff_mode(agent, gateway, collector, monkeypatch):
 
 
 def test_tls_between_agent_and_gateway(agent, gateway, collector):
-    """otel_collector_tls_enabled: the gateway's OTLP receivers require a client certificate of the site
-    CA, the agent presents its own and verifies the gateway; a span still reaches the backend, and a
-    client without a certificate is refused. Turned off again afterwards."""
+    """The default with a gateway in the inventory (otel_collector_tls_enabled): the gateway's OTLP
+    receivers require a client certificate of the site CA, the agent presents its own and verifies the
+    gateway; a span reaches the backend, and a client without a certificate is refused."""
+    key = gateway.file("/etc/otelcol/tls/otelcol.key")
+    assert (key.user, key.group, key.mode) == ("root", "otelcol", 0o640)
+    cert = gateway.check_output("openssl x509 -noout -text -in /etc/otelcol/tls/otelcol.crt")
+    assert "TLS Web Server Authentication" in cert
+    assert f"DNS:{GATEWAY}" in cert
+    assert "TLS Web Client Authentication" in agent.check_output(
+        "openssl x509 -noout -text -in /etc/otelcol/tls/otelcol.crt"
+    )
+    assert "/etc/otelcol/tls/ca.crt" in gateway.file(CONFIG).content_string
+    # Without a client certificate, the gateway refuses (TLS handshake or HTTP refused).
+    plain = agent.run(
+        f"curl -sS --max-time 10 --cacert /etc/otelcol/tls/ca.crt -o /dev/null -w '%{{http_code}}' "
+        f"-X POST -H 'Content-Type: application/json' -d '{{}}' https://{GATEWAY}:4318/v1/traces"
+    )
+    assert plain.rc != 0 or plain.stdout.strip() != "200", plain.stdout
+    with_cert = agent.run(
+        "curl -sS --max-time 10 --cacert /etc/otelcol/tls/ca.crt --cert /etc/otelcol/tls/otelcol.crt "
+        "--key /etc/otelcol/tls/otelcol.key -o /dev/null -w '%{http_code}' -X POST "
+        f"-H 'Content-Type: application/json' -d '{{}}' https://{GATEWAY}:4318/v1/traces"
+    )
+    assert with_cert.stdout.strip() == "200", with_cert.stdout + with_cert.stderr
+    # The agent's own exporter goes over mutual TLS: a span reaches the backend.
+    trace_id = secrets.token_hex(16)
+    _send_span(agent, trace_id)
+    assert wait_for(lambda: trace_id in gateway.run(f"cat {BACKEND}").stdout, timeout=60)
+
+
+def test_plaintext_only_when_accepted(agent, gateway, collector):
+    """Turning TLS off is refused before any change (a bad-input case above); accepted explicitly, the
+    link goes plaintext and the TLS files are removed; the default brings mutual TLS back."""
     try:
-        result = collector(extra_vars={"otel_collector_tls_enabled": True})
+        result = collector(extra_vars={"otel_collector_tls_enabled": False, "otel_collector_plaintext_accepted": True})
         assert result.returncode == 0, result.stdout[-3000:]
-        assert "PRIVATE KEY" not in result.stdout + result.stderr
-        key = gateway.file("/etc/otelcol/tls/otelcol.key")
-        assert (key.user, key.group, key.mode) == ("root", "otelcol", 0o640)
-        cert = gateway.check_output("openssl x509 -noout -text -in /etc/otelcol/tls/otelcol.crt")
-        assert "TLS Web Server Authentication" in cert
-        assert f"DNS:{GATEWAY}" in cert
-        assert "TLS Web Client Authentication" in agent.check_output(
-            "openssl x509 -noout -text -in /etc/otelcol/tls/otelcol.crt"
-        )
+        assert "client_ca_file" not in gateway.file(CONFIG).content_string
+        for h in (agent, gateway):
+            assert not h.file("/etc/otelcol/tls").exists
         assert wait_for(lambda: healthy(agent) and healthy(gateway))
-        # Without a client certificate, the gateway refuses (TLS handshake or HTTP refused).
-        plain = agent.run(
-            f"curl -sS --max-time 10 --cacert /etc/otelcol/tls/ca.crt -o /dev/null -w '%{{http_code}}' "
-            f"-X POST -H 'Content-Type: application/json' -d '{{}}' https://{GATEWAY}:4318/v1/traces"
-        )
-        assert plain.rc != 0 or plain.stdout.strip() != "200", plain.stdout
-        with_cert = agent.run(
-            "curl -sS --max-time 10 --cacert /etc/otelcol/tls/ca.crt --cert /etc/otelcol/tls/otelcol.crt "
-            "--key /etc/otelcol/tls/otelcol.key -o /dev/null -w '%{http_code}' -X POST "
-            f"-H 'Content-Type: application/json' -d '{{}}' https://{GATEWAY}:4318/v1/traces"
-        )
-        assert with_cert.stdout.strip() == "200", with_cert.stdout + with_cert.stderr
-        # The agent's own exporter goes over mutual TLS: a span reaches the backend.
         trace_id = secrets.token_hex(16)
         _send_span(agent, trace_id)
         assert wait_for(lambda: trace_id in gateway.run(f"cat {BACKEND}").stdout, timeout=60)
     finally:
         back = collector()
     assert back.returncode == 0, back.stdout[-3000:]
-    assert "client_ca_file" not in gateway.file(CONFIG).content_string
-    for h in (agent, gateway):
-        assert not h.file("/etc/otelcol/tls").exists
+    assert "/etc/otelcol/tls/ca.crt" in gateway.file(CONFIG).content_string
     assert wait_for(lambda: healthy(agent) and healthy(gateway))
