@@ -242,6 +242,8 @@ def test_bad_input_fails_before_any_change(playbook, instances):
             "docker_upstream_gpg_fingerprint": "0EBFCD88",
             "docker_version": "1.0 bad",
             "docker_prune_until": "weekly",
+            "docker_prune_enabled": True,
+            "docker_prune_on_calendar": "every full moon",
         }
     )
     spec_out = spec.stdout + spec.stderr
@@ -260,6 +262,7 @@ def test_bad_input_fails_before_any_change(playbook, instances):
         "docker_upstream_gpg_fingerprint '0EBFCD88' is not a full fingerprint",
         "docker_version '1.0 bad'",
         "docker_prune_until 'weekly'",
+        "docker_prune_on_calendar 'every full moon' is not a systemd calendar expression",
         "docker_users: nosuchuser do not exist",
     ):
         assert message in re.sub(r"\s+", " ", out), message

@@ -813,6 +813,10 @@ def test_bad_input_fails_before_any_change(host, run_playbook):
         ({"redis_port": 70000}, ["Ports must be between 1 and 65535, not redis_port 70000"]),
         ({"redis_tls_port": 0}, ["Ports must be between 1 and 65535, not redis_tls_port 0"]),
         ({"redis_backup_keep": 0}, ["redis_backup_keep must be at least 1"]),
+        (
+            {"redis_backup_on_calendar": "every full moon"},
+            ["redis_backup_on_calendar 'every full moon' is not a systemd calendar expression"],
+        ),
         # Secrets: the placeholder of inventories/example, one that contains it, one of 15 characters.
         ({"redis_admin_password": "CHANGE-ME"}, ["Missing, too short or a placeholder: redis_admin_password"]),
         (
