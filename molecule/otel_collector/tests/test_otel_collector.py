@@ -649,6 +649,13 @@ def test_check_and_diff_mode(agent, gateway, collector, monkeypatch):
 # --- mutual TLS between agent and gateway, from the site PKI -------------------------------------
 
 
+def _span_reaches_the_backend(agent, gateway) -> bool:
+    """A new span sent to the agent shows up in the gateway's backend file within a minute."""
+    trace_id = secrets.token_hex(16)
+    _send_span(agent, trace_id)
+    return bool(wait_for(lambda: trace_id in gateway.run(f"cat {BACKEND}").stdout, timeout=60))
+
+
 def test_tls_between_agent_and_gateway(agent, gateway, collector):
     """The default with a gateway in the inventory (otel_collector_tls_enabled): the gateway's OTLP
     receivers require a client certificate of the site CA, the agent presents its own and verifies the
@@ -675,9 +682,7 @@ def test_tls_between_agent_and_gateway(agent, gateway, collector):
     )
     assert with_cert.stdout.strip() == "200", with_cert.stdout + with_cert.stderr
     # The agent's own exporter goes over mutual TLS: a span reaches the backend.
-    trace_id = secrets.token_hex(16)
-    _send_span(agent, trace_id)
-    assert wait_for(lambda: trace_id in gateway.run(f"cat {BACKEND}").stdout, timeout=60)
+    assert _span_reaches_the_backend(agent, gateway)
 
 
 def test_plaintext_only_when_accepted(agent, gateway, collector):
@@ -690,11 +695,10 @@ def test_plaintext_only_when_accepted(agent, gateway, collector):
         for h in (agent, gateway):
             assert not h.file("/etc/otelcol/tls").exists
         assert wait_for(lambda: healthy(agent) and healthy(gateway))
-        trace_id = secrets.token_hex(16)
-        _send_span(agent, trace_id)
-        assert wait_for(lambda: trace_id in gateway.run(f"cat {BACKEND}").stdout, timeout=60)
+        assert _span_reaches_the_backend(agent, gateway)
     finally:
         back = collector()
     assert back.returncode == 0, back.stdout[-3000:]
+    assert "PRIVATE KEY" not in back.stdout + back.stderr
     assert "/etc/otelcol/tls/ca.crt" in gateway.file(CONFIG).content_string
     assert wait_for(lambda: healthy(agent) and healthy(gateway))

@@ -313,6 +313,8 @@ def test_sandboxed_server_writes_where_it_must(host):
     probe = f"{conf_dir(host)}/sandbox-probe"
     assert host.file(conf_dir(host)).user == "postgres"
     try:
+        # `|| true` inside the server's program only: COPY must not fail on touch's error, so that
+        # the assertion below (the file was not written) is what decides, not the SQL error.
         query(host, f"COPY (SELECT 1) TO PROGRAM 'touch {probe} || true'")
         assert not host.file(probe).exists
     finally:
