@@ -33,6 +33,11 @@ def config_state(host):
         ),
         ({**PASS, "pgbackrest_compress_type": "rar"}, "pgbackrest_compress_type"),
         (
+            {**PASS, "pgbackrest_backup_age_on_calendar": "now and then"},
+            "pgbackrest_backup_age_on_calendar: 'now and then' is not a systemd calendar expression",
+        ),
+        ({**PASS, "pgbackrest_backup_max_age": 5}, "pgbackrest_backup_max_age must be at least 60 (seconds), got 5"),
+        (
             {**PASS, "pgbackrest_archive_push_queue_max": "four gigs"},
             "pgbackrest_archive_push_queue_max must be a size like 4GB",
         ),
