@@ -405,7 +405,19 @@ def test_backups_are_checked_checksummed_and_rotated(host):
     assert "secret" not in journal
 
 
-def test_failed_backup_fails_the_unit(host):
+def _report_of_failure(host, unit: str) -> str:
+    """The journal of the OnFailure= report of `unit` (this scenario has no collector: it says so)."""
+    report = f"apes-unit-failed@{unit}.service"
+    for _ in range(30):
+        journal = host.run(f"journalctl -u {shlex.quote(report)} -o cat --no-pager").stdout
+        # One line per request that found no collector: the gauge, then the error log record.
+        if "/v1/metrics" in journal and "/v1/logs" in journal and "not sent" in journal:
+            return journal
+        time.sleep(1)
+    pytest.fail(f"{report} did not run: {journal}")
+
+
+def test_failed_backup_fails_the_unit_and_is_reported(host):
     env = "/etc/redis/backup.env"
     saved = host.file(env).content_string
     before = host.check_output(f"ls {BACKUP_DIR}")
@@ -416,9 +428,50 @@ def test_failed_backup_fails_the_unit(host):
         show = host.check_output("systemctl show -p Result apes-redis-backup.service")
         assert show == "Result=exit-code"
         assert host.check_output(f"ls {BACKUP_DIR}") == before, "a failed backup must leave nothing behind"
+        # OnFailure= ran the report, which tried to send the gauge and the error to the collector.
+        _report_of_failure(host, "apes-redis-backup.service")
     finally:
-        host.run(f"printf %s {shlex.quote(saved)} > {env}; systemctl reset-failed apes-redis-backup.service")
+        host.run(
+            f"printf %s {shlex.quote(saved)} > {env}; systemctl reset-failed apes-redis-backup.service "
+            "'apes-unit-failed@apes-redis-backup.service.service'"
+        )
     host.run_expect([0], "systemctl start apes-redis-backup.service")
+
+
+def test_backup_freshness_check_fails_on_a_stale_backup(host):
+    timer = host.service("apes-redis-backup-age.timer")
+    assert timer.is_enabled
+    assert timer.is_running
+    for unit in ("apes-redis-backup-age.service", "apes-unit-failed@x.service"):
+        exposure = host.check_output(f"systemd-analyze security --no-pager {unit} | tail -1")
+        level = float(re.search(r"level for \S+: ([0-9.]+)", exposure).group(1))
+        print(f"systemd-analyze security {unit}: {exposure}")
+        assert level < 2.0, exposure
+    age_unit = "apes-redis-backup-age.service"
+    host.run_expect([0], "systemctl start apes-redis-backup.service")
+    # Fresh: the unit succeeds, although no collector takes the report here (exit 75 is success).
+    host.run_expect([0], f"systemctl start {age_unit}")
+    assert "within the maximum age of 93600 s" in host.check_output(f"journalctl -u {age_unit} -o cat -n 40")
+    dropin = "/run/systemd/system/apes-redis-backup-age.service.d"
+    try:
+        host.run_expect(
+            [0], f"mkdir -p {dropin} && printf '[Service]\\nEnvironment=BACKUP_MAX_AGE=60\\n' > {dropin}/test.conf"
+        )
+        host.run_expect([0], f"systemctl daemon-reload && touch -d '-2 hours' {BACKUP_DIR}/dump-*.rdb")
+        assert host.run(f"systemctl start {age_unit}").rc != 0
+        assert host.check_output(f"systemctl show -p Result {age_unit}") == "Result=exit-code"
+        journal = host.check_output(f"journalctl -u {age_unit} -o cat -n 40")
+        assert re.search(r"redis: newest backup is 7[0-9]{3} s old, older than the maximum age of 60 s", journal), (
+            journal
+        )
+        _report_of_failure(host, age_unit)
+    finally:
+        host.run(
+            f"rm -rf {dropin}; systemctl daemon-reload; "
+            f"systemctl reset-failed {age_unit} 'apes-unit-failed@{age_unit}.service'"
+        )
+    host.run_expect([0], "systemctl start apes-redis-backup.service")
+    host.run_expect([0], f"systemctl start {age_unit}")
 
 
 def test_backup_drill_restores_10000_keys(host, run_playbook):
