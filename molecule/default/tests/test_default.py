@@ -15,6 +15,7 @@ import re
 import secrets
 import shlex
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,109 @@ def test_telemetry_from_every_host_reaches_the_gateway(hosts, wait_for):
         what="telemetry from every host in the gateway's backend file",
     )
     assert seen >= expected
+
+
+def _attributes(entries: list) -> dict[str, str]:
+    return {e["key"]: next(iter(e["value"].values()), "") for e in entries or []}
+
+
+def _backup_reports(gateway) -> tuple[list[tuple], list[tuple]]:
+    """The backup roles' reports in the gateway's backend file: gauge points (host, name, attributes,
+    value) and log records (host, body)."""
+    text = gateway.run(f"grep -E 'apes_(unit_failed|backup_)|apes-unit-failed|apes-backup-age' {BACKEND}").stdout
+    points, logs = [], []
+    for line in text.splitlines():
+        record = json.loads(line)
+        for resource in record.get("resourceMetrics", []):
+            host = _attributes(resource["resource"].get("attributes")).get("host.name")
+            for scope in resource.get("scopeMetrics", []):
+                for metric in scope.get("metrics", []):
+                    for point in metric.get("gauge", {}).get("dataPoints", []):
+                        value = float(point.get("asDouble", point.get("asInt", "nan")))
+                        points.append((host, metric["name"], _attributes(point.get("attributes")), value))
+        for resource in record.get("resourceLogs", []):
+            host = _attributes(resource["resource"].get("attributes")).get("host.name")
+            for scope in resource.get("scopeLogs", []):
+                logs += [(host, entry["body"].get("stringValue", "")) for entry in scope.get("logRecords", [])]
+    return points, logs
+
+
+def _runtime_dropin(host, unit: str, line: str) -> str:
+    """A fault for one unit, in /run (gone at reboot); returns the drop-in directory."""
+    directory = f"/run/systemd/system/{unit}.d"
+    host.run_expect(
+        [0],
+        f"mkdir -p {shlex.quote(directory)} && printf '[Service]\\n%s\\n' {shlex.quote(line)} "
+        f"> {shlex.quote(directory)}/apes-test.conf && systemctl daemon-reload",
+    )
+    return directory
+
+
+# (host, backup unit, a fault that makes it fail for real, the freshness check's unit, its attributes)
+BACKUPS = {
+    "pgbackrest": (
+        "backup1",
+        "pgbackrest-backup-main@full.service",
+        "Environment=PGBACKREST_REPO1_PATH=/nonexistent",
+        "pgbackrest-backup-age-main.service",
+        {"backup": "pgbackrest", "stanza": "main"},
+    ),
+    "redis": (
+        "cache1",
+        "apes-redis-backup.service",
+        "Environment=REDIS_PORT=1",
+        "apes-redis-backup-age.service",
+        {"backup": "redis"},
+    ),
+}
+
+
+@pytest.mark.parametrize("backup", sorted(BACKUPS))
+def test_failed_and_stale_backups_are_reported_at_the_gateway(hosts, wait_for, backup):
+    """OnFailure= of a backup unit that really fails, and the freshness check of a backup older than
+    its maximum age, both arrive at the gateway as gauges and error records of the host."""
+    name, unit, fault, age_unit, attributes = BACKUPS[backup]
+    host, gateway, origin = hosts[name], hosts["obs1"], instance(name)
+    report = f"apes-unit-failed@{unit}.service"
+    if backup == "redis":  # the role takes no backup of its own at deployment; the timer's first is at night
+        host.run_expect([0], f"systemctl start {unit}")
+    host.run_expect([0], f"systemctl start {age_unit}")
+    fresh = wait_for(
+        lambda: [p for p in _backup_reports(gateway)[0] if p[:3] == (origin, "apes_backup_fresh", attributes)],
+        timeout=90,
+        step=5,
+        what=f"apes_backup_fresh of {backup} at the gateway",
+    )
+    assert fresh[-1][3] == 1.0
+    directories = []
+    try:
+        directories.append(_runtime_dropin(host, unit, fault))
+        assert host.run(f"systemctl start {unit}").rc != 0
+        assert host.check_output(f"systemctl show -p Result --value {unit}") == "exit-code"
+        directories.append(_runtime_dropin(host, age_unit, "Environment=BACKUP_MAX_AGE=1"))
+        time.sleep(2)
+        assert host.run(f"systemctl start {age_unit}").rc != 0
+
+        def reported():
+            points, logs = _backup_reports(gateway)
+            failed = [p for p in points if p[:3] == (origin, "apes_unit_failed", {"unit": unit}) and p[3] == 1.0]
+            stale = [p for p in points if p[:3] == (origin, "apes_backup_fresh", attributes) and p[3] == 0.0]
+            failure_log = [b for h, b in logs if h == origin and b.startswith(f"{unit} failed (result exit-code")]
+            stale_log = [b for h, b in logs if h == origin and "older than the maximum age of 1 s" in b]
+            return failed and stale and failure_log and stale_log and (failure_log, stale_log)
+
+        failure_log, stale_log = wait_for(reported, timeout=120, step=5, what=f"the {backup} failure and staleness")
+        assert re.fullmatch(
+            rf"{re.escape(unit)} failed \(result exit-code, exit exited [1-9][0-9]*, invocation [0-9a-f]{{32}}\)",
+            failure_log[-1],
+        ), failure_log
+        assert stale_log[-1].startswith(f"{backup}")
+    finally:
+        host.run(
+            f"rm -rf {' '.join(directories)}; systemctl daemon-reload; systemctl reset-failed {unit} {age_unit} "
+            f"{shlex.quote(report)} 'apes-unit-failed@{age_unit}.service'"
+        )
+    host.run_expect([0], f"systemctl start {age_unit}")
 
 
 # --- changes: the restore drill ---------------------------------------------------------------
