@@ -408,7 +408,7 @@ def test_backups_are_checked_checksummed_and_rotated(host):
 def _report_of_failure(host, unit: str) -> str:
     """The journal of the OnFailure= report of `unit` (this scenario has no collector: it says so)."""
     report = f"apes-unit-failed@{unit}.service"
-    for _ in range(30):
+    for _attempt in range(30):
         journal = host.run(f"journalctl -u {shlex.quote(report)} -o cat --no-pager").stdout
         # One line per request that found no collector: the gauge, then the error log record.
         if "/v1/metrics" in journal and "/v1/logs" in journal and "not sent" in journal:
