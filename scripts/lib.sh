@@ -9,6 +9,7 @@
 #     images/             base image root filesystems as tarballs, keyed by build inputs
 #     apt-cacher-ng/      .deb cache shared by every test container (through a local proxy)
 #     go/                 Go module and build caches (collector builds)
+#     tools/              single binaries from Debian's packages for the tests (promtool-<version>/)
 #     logs/               one directory per test run
 
 set -euo pipefail
@@ -424,6 +425,64 @@ ensure_host_tools() {
   apt_install "${pkgs[@]}"
 }
 
+# --- promtool (unit tests of the Prometheus rules) ---------------------------------------------
+# Debian's promtool, out of the prometheus package without installing it (no daemon, no user):
+# apt-get download checks the .deb against the signed archive's checksums, and only
+# usr/bin/promtool is kept, in APES_CACHE/tools/promtool-<Debian version>/promtool.
+# Exports APES_PROMTOOL, where tests/unit/roles/test_prometheus_rules.py finds it.
+_promtool_version() {
+  # Empty when apt knows no such package (or no apt at all): the caller says so.
+  { apt-cache policy prometheus 2>/dev/null || true; } | awk '$1 == "Candidate:" && $2 != "(none)" { print $2 }'
+}
+
+_install_promtool() {  # _install_promtool VERSION DEST
+  local version="$1" dest="$2" tmp
+  [[ -x "$dest" ]] && return 0
+  log "extracting promtool from Debian's prometheus $version"
+  tmp="$(mktemp -d "${TMPDIR:-/tmp}/apes-promtool.XXXX")"
+  # apt-get download writes into the current directory, a private one that apt's sandbox user
+  # (_apt) cannot enter: the download runs as the caller (root), as apt would fall back to anyway.
+  if ! (cd "$tmp" && apt_get -o APT::Sandbox::User=root download -qq "prometheus=$version") \
+    || ! dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -x -C "$tmp" ./usr/bin/promtool; then
+    rm -rf "$tmp"
+    die "could not extract promtool from Debian's prometheus $version"
+  fi
+  mkdir -p "${dest%/*}"
+  mv "$tmp/usr/bin/promtool" "$dest.part.$$"
+  mv "$dest.part.$$" "$dest"
+  rm -rf "$tmp"
+}
+
+_ensure_promtool_locked() {
+  local version
+  version="$(_promtool_version)"
+  if [[ -z "$version" ]]; then
+    # No candidate yet: this machine's package lists were never fetched (fresh container).
+    with_lock apt apt_get update -qq
+    version="$(_promtool_version)"
+  fi
+  [[ -n "$version" ]] || die "Debian's archive has no prometheus package for this machine (apt-cache policy prometheus)"
+  APES_PROMTOOL="$APES_CACHE/tools/promtool-$version/promtool"
+  _install_promtool "$version" "$APES_PROMTOOL"
+}
+
+ensure_promtool() {
+  local found
+  # The newest one extracted before: no apt call on a warm machine.
+  mkdir -p "$APES_CACHE/tools"
+  found="$(find "$APES_CACHE/tools" -mindepth 2 -maxdepth 2 -path '*/promtool-*/promtool' -type f | sort -V | tail -n 1)"
+  if [[ -z "$found" ]]; then
+    with_lock promtool _ensure_promtool_locked
+    found="$APES_PROMTOOL"
+  fi
+  export APES_PROMTOOL="$found"
+}
+
+# Debian's Chromium, for the default scenario's browser test (headless; the suite only).
+ensure_browser() {
+  command -v chromium >/dev/null 2>&1 || apt_install chromium
+}
+
 # The local environment: the newest lane only.
 bootstrap_all() {
   ensure_host_tools
@@ -436,6 +495,8 @@ bootstrap_all() {
 # The test suite (and scripts/bootstrap): every lane.
 bootstrap_lanes() {
   ensure_host_tools
+  ensure_promtool
+  ensure_browser
   ensure_lanes
   ensure_docker
   ensure_apt_proxy
