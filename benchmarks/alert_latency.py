@@ -41,9 +41,14 @@ def get(url: str):
     return json.loads(sh(OBS, f"python3 -c {shlex.quote(GET)} {shlex.quote(url)}"))
 
 
-def active(name: str) -> bool:
+def active(name: str, host: str) -> bool:
     alerts = get("http://127.0.0.1:9093/api/v2/alerts?active=true&silenced=false&inhibited=false")
-    return any(a["labels"].get("alertname") == name and a["status"]["state"] == "active" for a in alerts)
+    return any(
+        a["labels"].get("alertname") == name
+        and a["labels"].get("host_name") == host
+        and a["status"]["state"] == "active"
+        for a in alerts
+    )
 
 
 def wait(predicate, what: str, timeout: float = 600) -> float:
@@ -65,10 +70,10 @@ def case_backup() -> tuple[float, float]:
     )
     start = time.monotonic()
     sh(BACKUP, f"systemctl start {unit}", check=False)  # fails: the newest backup is older than 1 s
-    wait(lambda: active("BackupTooOld"), "BackupTooOld")
+    wait(lambda: active("BackupTooOld", "backup1"), "BackupTooOld")
     fired = time.monotonic() - start
     sh(BACKUP, f"rm -rf {dropin} && systemctl daemon-reload && systemctl reset-failed {unit}; systemctl start {unit}")
-    resolved = wait(lambda: not active("BackupTooOld"), "BackupTooOld resolved")
+    resolved = wait(lambda: not active("BackupTooOld", "backup1"), "BackupTooOld resolved")
     return fired, resolved
 
 
@@ -77,11 +82,13 @@ def case_replica() -> tuple[float, float]:
     start = time.monotonic()
     sh(DB2, f"systemctl stop {unit}")
     try:
-        wait(lambda: active("PostgreSQLReplicaNotStreaming"), "PostgreSQLReplicaNotStreaming")
+        wait(lambda: active("PostgreSQLReplicaNotStreaming", "db1"), "PostgreSQLReplicaNotStreaming")
         fired = time.monotonic() - start
     finally:
         sh(DB2, f"systemctl start {unit}")
-    resolved = wait(lambda: not active("PostgreSQLReplicaNotStreaming"), "PostgreSQLReplicaNotStreaming resolved")
+    resolved = wait(
+        lambda: not active("PostgreSQLReplicaNotStreaming", "db1"), "PostgreSQLReplicaNotStreaming resolved"
+    )
     return fired, resolved
 
 
