@@ -154,6 +154,11 @@ def run(
             _stop_group(proc)
             fh.write(f"\nTIMEOUT: stopped after {timeout:.0f} s: {' '.join(cmd)}\n".encode())
             return False
+        except BaseException:
+            # Interrupted while waiting (a step run by the main thread, as the collector build is):
+            # stop it here, since stop_everything no longer finds it once it leaves _running.
+            _stop_group(proc, grace=5)
+            raise
         finally:
             with _running_lock:
                 _running.discard(proc)
