@@ -104,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     cases = {"backup": case_backup, "replica": case_replica}
     for name in args.case or list(cases):
-        runs = [cases[name]() for _ in range(args.runs)]
+        runs = [cases[name]() for _attempt in range(args.runs)]
         fired, resolved = [r[0] for r in runs], [r[1] for r in runs]
         print(
             f"{name:8} event -> firing at Alertmanager: median {statistics.median(fired):6.1f} s,"
